@@ -1,0 +1,97 @@
+"""Self-contained, atomically written checkpoints.
+
+A checkpoint holds the weights, the resolved config (YAML text), the sentencepiece model(s) and, for
+training checkpoints, the optimizer, scheduler, trainer counters and RNG states. Files are written to a
+temporary name, fsynced and renamed, so a crash never leaves a half-written ``*.pt`` behind; loading
+uses ``torch.load(weights_only=True)``. Training keeps ``ckpt_<step>.pt`` (the last K) and ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_STEP_FILE = re.compile(r"ckpt_(\d+)\.pt$")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically: temp file, fsync, rename, fsync of the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely, turning every kind of damage into a CheckpointError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, unexpected types
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, this nmt reads version {FORMAT_VERSION}; "
+            "re-train or convert it with the nmt release that wrote it"
+        )
+    return payload
+
+
+def step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """``ckpt_<step>.pt`` files of a run, newest first."""
+    found = []
+    for p in Path(run_dir).glob("ckpt_*.pt"):
+        m = _STEP_FILE.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable step checkpoint; damaged ones are reported and skipped."""
+    for path in step_checkpoints(run_dir):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints."""
+    for path in step_checkpoints(run_dir)[keep_last:]:
+        path.unlink(missing_ok=True)
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints (Vaswani et al. 2017, Sec. 6.1)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        weights = load_checkpoint(path)["model"]
+        for k, v in weights.items():
+            total[k] = total[k] + v.double() if k in total else v.double()
+    return {k: (v / len(paths)).to(torch.float32) for k, v in total.items()}

@@ -1,0 +1,1 @@
+"""Data pipeline: corpus loading, subword tokenization and token-bucketed batching."""

@@ -1,0 +1,246 @@
+"""The Transformer of Vaswani et al. (2017), "Attention Is All You Need".
+
+Sinusoidal positions (Sec. 3.5), embeddings scaled by sqrt(d_model) (Sec. 3.4), multi-head attention
+(Sec. 3.2.2) through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
+kernels where the device has them), post-norm residual blocks as in the paper or pre-norm as an option,
+and tied source / target / output embeddings over a joint vocabulary (Sec. 3.4).
+
+Incremental decoding caches each decoder layer's self-attention keys and values in the state; the
+encoder-side keys and values of every cross-attention are computed once in ``encode``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.errors import ConfigError
+from nmt.models import register_model
+from nmt.models.interface import EncoderOutput, Seq2SeqModel
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes follow the paper's notation: d_model, d_ff, h, N."""
+
+    d_model: int = 512
+    ff_dim: int = 2048
+    heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    dropout: float = 0.1  # P_drop on sub-layer outputs and embedding sums (Sec. 5.4)
+    attention_dropout: float = 0.0  # on attention weights (not in the paper; fairseq's option)
+    activation_dropout: float = 0.0  # inside the feed-forward block
+    pre_norm: bool = False  # False: the paper's post-norm LayerNorm(x + Sublayer(x))
+    share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
+    tie_output: bool = True  # output projection = target embedding matrix
+    max_positions: int = 1024  # size of the sinusoid table
+
+
+def sinusoids(length: int, dim: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): (length, dim)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)
+    return table
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        if d_model % heads:
+            raise ConfigError(f"model.d_model={d_model} must be divisible by model.heads={heads}")
+        self.heads, self.head_dim, self.dropout = heads, d_model // heads, dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, L, d_model) -> (B, h, L, d_k)."""
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Project (B, L, d_model) to keys and values, each (B, h, L, d_k)."""
+        k, v = self.kv_proj(x).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def forward(
+        self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, d_model) queries; k, v: (B, h, S, d_k); mask: broadcastable to (B, h, T, S), True = attend.
+
+        Returns (B, T, d_model) and, if asked, weights (B, T, S) averaged over heads.
+        """
+        q = self.split_heads(self.q_proj(x))
+        drop = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(-1)
+            weights = probs.mean(1)
+            out = F.dropout(probs, drop, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, -1)), weights
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2 (Sec. 3.3)."""
+
+    def __init__(self, d_model: int, ff_dim: int, activation_dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, ff_dim), nn.Linear(ff_dim, d_model)
+        self.activation_dropout = activation_dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.dropout(F.relu(self.fc1(x)), self.activation_dropout, self.training))
+
+
+class Residual(nn.Module):
+    """Post-norm LayerNorm(x + Dropout(f(x))) or pre-norm x + Dropout(f(LayerNorm(x)))."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), dropout, pre_norm
+
+    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Any]:
+        out, extra = sublayer(self.norm(x) if self.pre_norm else x)
+        y = x + F.dropout(out, self.dropout, self.training)
+        return (y if self.pre_norm else self.norm(y)), extra
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation_dropout)
+        self.res_attn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: (B, S, d_model); mask: (B, 1, 1, S)."""
+        x, _ = self.res_attn(x, lambda h: self.attn(h, *self.attn.keys_values(h), mask, causal=False))
+        x, _ = self.res_ffn(x, lambda h: (self.ffn(h), None))
+        return x
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation_dropout)
+        self.res_self = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.res_cross = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+
+    def _self_attention(self, h: Tensor, cache: dict[str, Tensor]) -> tuple[Tensor, None]:
+        """Masked self-attention over cached + new positions; extends the cache in place."""
+        k, v = self.self_attn.keys_values(h)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        t, total = h.size(1), k.size(2)
+        if t == 1:
+            return self.self_attn(h, k, v, None, causal=False)[0], None
+        if t == total:
+            return self.self_attn(h, k, v, None, causal=True)[0], None
+        mask = torch.ones(t, total, dtype=torch.bool, device=h.device).tril(total - t)
+        return self.self_attn(h, k, v, mask, causal=False)[0], None
+
+    def forward(
+        self, x: Tensor, cross_kv: tuple[Tensor, Tensor], src_mask: Tensor, cache: dict[str, Tensor], need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, d_model) new positions; src_mask: (B, 1, 1, S)."""
+        x, _ = self.res_self(x, lambda h: self._self_attention(h, cache))
+        x, weights = self.res_cross(x, lambda h: self.cross_attn(h, *cross_kv, src_mask, False, need_weights))
+        x, _ = self.res_ffn(x, lambda h: (self.ffn(h), None))
+        return x, weights
+
+
+@register_model("transformer", TransformerConfig)
+class Transformer(Seq2SeqModel):
+    """Encoder-decoder Transformer implementing the shared encode / decode interface."""
+
+    def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
+        super().__init__()
+        if cfg.share_embeddings and not shared_vocab:
+            raise ConfigError(
+                "model.share_embeddings=true needs a joint vocabulary: set data.tokenizer.joint=true "
+                "or model.share_embeddings=false"
+            )
+        self.cfg = cfg
+        d = self.model_dim = cfg.d_model
+        self.max_positions = cfg.max_positions
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=self.pad_id)
+        self.src_embed = self.tgt_embed if cfg.share_embeddings else nn.Embedding(src_vocab_size, d, padding_idx=self.pad_id)
+        self.register_buffer("positions", sinusoids(cfg.max_positions, d), persistent=False)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
+        self.encoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+        self.output_proj = None if cfg.tie_output else nn.Linear(d, tgt_vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        for emb in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(emb.weight, mean=0.0, std=self.cfg.d_model**-0.5)
+            nn.init.zeros_(emb.weight[self.pad_id])
+
+    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int) -> Tensor:
+        """Scaled token embedding plus sinusoid: (B, L) -> (B, L, d_model)."""
+        length = tokens.size(1)
+        if offset + length > self.cfg.max_positions:
+            raise ValueError(
+                f"sequence position {offset + length} exceeds model.max_positions={self.cfg.max_positions}"
+            )
+        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[offset : offset + length]
+        return F.dropout(x, self.cfg.dropout, self.training)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        mask = src != self.pad_id  # (B, S)
+        attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        x = self._embed(self.src_embed, src, 0)
+        for layer in self.encoder_layers:
+            x = layer(x, attn_mask)
+        x = self.encoder_norm(x)
+        cross_kv = [layer.cross_attn.keys_values(x) for layer in self.decoder_layers]
+        return EncoderOutput(states=x, mask=mask, extra={"cross_kv": cross_kv})
+
+    def init_state(self, memory: EncoderOutput) -> dict[str, Any]:
+        return {"step": 0, "layers": [{} for _ in self.decoder_layers]}
+
+    def decode(
+        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict[str, Any], need_attention: bool = False
+    ) -> tuple[Tensor, dict[str, Any], Tensor | None]:
+        step = state["step"]
+        caches = [dict(c) for c in state["layers"]]
+        x = self._embed(self.tgt_embed, prev_tokens, step)
+        src_mask = memory.mask[:, None, None, :]
+        weights = None
+        last = len(self.decoder_layers) - 1
+        for i, (layer, cache) in enumerate(zip(self.decoder_layers, caches)):
+            x, w = layer(x, memory.extra["cross_kv"][i], src_mask, cache, need_attention and i == last)
+            weights = w if w is not None else weights
+        x = self.decoder_norm(x)
+        proj = self.tgt_embed.weight if self.output_proj is None else self.output_proj.weight
+        logits = F.linear(x, proj)
+        return logits, {"step": step + prev_tokens.size(1), "layers": caches}, weights

@@ -1,0 +1,142 @@
+"""``nmt-train``: build data, model and trainer from the Hydra config, train, then score the test sets.
+
+    nmt-train experiment=quickstart            # Transformer on Multi30k de-en, then test2016 BLEU
+    nmt-train model=transformer_base data=multi30k_en_de trainer.max_minutes=60
+
+Rerunning the same command continues the run in ``run_dir`` from its newest checkpoint (``resume=true``,
+the default); ``resume=false`` refuses to touch a run directory that already has checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from nmt.checkpoint import average_weights, latest_checkpoint, load_checkpoint, step_checkpoints
+from nmt.cli import report_user_errors, set_threads
+from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
+from nmt.errors import ConfigError
+from nmt.evaluate import evaluate_set, print_score, search_config
+from nmt.models import build_model
+from nmt.paths import CONFIG_DIR
+from nmt.trainer import Trainer
+from nmt.translator import Translator, pick_device
+
+log = logging.getLogger(__name__)
+
+# Sections of the config that must match for a checkpoint to be continued.
+_RESUME_KEYS = ("model", "data")
+
+
+def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
+    """Serialized sentencepiece model(s) as uint8 tensors (loadable with weights_only=True)."""
+    def as_tensor(proto: bytes) -> torch.Tensor:
+        return torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+
+    toks = {"src": as_tensor(data.src_tok.model_proto)}
+    if data.tgt_tok is not data.src_tok:
+        toks["tgt"] = as_tensor(data.tgt_tok.model_proto)
+    return toks
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {k: cfg.get(k) for k in _RESUME_KEYS}
+    out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in ("root", "cache_dir")}
+    return out
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from, or None for a fresh run; refuses mismatching runs."""
+    if not step_checkpoints(run_dir):
+        return None
+    if not cfg.resume:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; rerun with resume=true to continue that run, "
+            "or pick another run_dir=... (or name=...)"
+        )
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise ConfigError(f"no checkpoint in {run_dir} could be read; remove the damaged files or pick another run_dir")
+    path, payload = found
+    saved = yaml.safe_load(payload["config"])
+    now = OmegaConf.to_container(cfg, resolve=True)
+    if _comparable(saved) != _comparable(now):
+        raise ConfigError(
+            f"{run_dir} holds a run with a different model or data config; pick another run_dir=... "
+            "(or name=...) for this one, or rerun with the original options to continue it"
+        )
+    return path, payload
+
+
+def final_model(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> str:
+    """Load the weights to evaluate (``eval.checkpoint``: best, last or average) into the model."""
+    which = str(cfg.eval.checkpoint)
+    if which == "best" and (run_dir / "best.pt").is_file():
+        trainer.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+        return "best.pt"
+    if which == "average":
+        paths = step_checkpoints(run_dir)[: int(cfg.eval.average_last)]
+        trainer.model.load_state_dict(average_weights(paths))
+        return f"average of {', '.join(p.name for p in paths)}"
+    return "last"
+
+
+def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict[str, Any]:
+    """Score every ``data.test_splits`` entry with beam search; returns the results summary."""
+    which = final_model(cfg, run_dir, trainer)
+    data = trainer.data
+    translator = Translator(trainer.model, data.src_tok, data.tgt_tok, search_config(cfg),
+                            int(cfg.trainer.eval_max_tokens), device=trainer.device)
+    results: dict[str, Any] = {"checkpoint": which, "steps": trainer.state.step,
+                               "train_minutes": round(trainer.state.elapsed / 60, 2), "test": {}}
+    print(f"evaluating {which} with beam {translator.search.beam_size}")
+    for split in cfg.data.test_splits:
+        eval_set = load_eval_set(cfg.data, split, data.src_tok, data.tgt_tok)
+        score = evaluate_set(translator, eval_set, run_dir / "eval", str(cfg.eval.tokenize))
+        print_score(split, score)
+        results["test"][split] = score.to_dict()
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or continue) the configured run and evaluate it; returns the results summary."""
+    set_threads(int(cfg.trainer.threads))
+    run_dir = Path(cfg.run_dir)
+    start = resume_point(cfg, run_dir)
+    torch.manual_seed(int(cfg.trainer.seed))
+    random.seed(int(cfg.trainer.seed))
+    data = prepare_training_data(cfg.data)
+    model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %.2fM parameters", cfg.model.arch, n_params / 1e6)
+    device = pick_device(str(cfg.trainer.device))
+    extra = {"config": OmegaConf.to_yaml(cfg, resolve=True), "tokenizers": tokenizer_payload(data)}
+    trainer = Trainer(cfg, model, data, run_dir, device, extra)
+    if start is not None:
+        trainer.restore(start[1])
+    state = trainer.train()
+    if state.stop_reason and state.stop_reason.startswith("interrupted"):
+        print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
+        raise SystemExit(130)
+    results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@report_user_errors("nmt-train")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The training loop: steps, validation, checkpoints, early stopping and exact resume.
+
+One Trainer serves every architecture through the shared model interface. Everything that decides
+what happens next (step, epoch, batch position inside the epoch, best score, patience, skipped steps,
+elapsed time, RNG states, optimizer moments) is in the checkpoint, so a resumed run continues the run it
+came from; the learning rate is a pure function of the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from nmt.checkpoint import prune_checkpoints, save_checkpoint
+from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
+from nmt.data.prepare import EvalSet, TrainingData
+from nmt.data.tokenizer import PAD_ID
+from nmt.errors import ConfigError, NmtError
+from nmt.metrics import corpus_bleu
+from nmt.models import Seq2SeqModel
+from nmt.search import SearchConfig
+from nmt.translator import Translator
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(NmtError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainState:
+    """Counters that make a run resumable; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0  # training seconds, summed over all sessions of the run
+    best_score: float | None = None
+    best_step: int = 0
+    bad_validations: int = 0  # validations since the best one (early-stopping patience)
+    skipped_steps: int = 0
+    consecutive_bad: int = 0
+    stop_reason: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def learning_rate(step: int, sched: DictConfig, base_lr: float, d_model: int) -> float:
+    """LR for optimizer step ``step`` (1-based).
+
+    inverse_sqrt: linear warm-up to ``base_lr`` then base_lr * sqrt(warmup / step) (fairseq);
+    noam: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (Vaswani et al. 2017, Eq. 3);
+    constant: base_lr after an optional linear warm-up.
+    """
+    s, warmup = max(step, 1), max(int(sched.warmup), 1)
+    if sched.kind == "inverse_sqrt":
+        return base_lr * min(s / warmup, math.sqrt(warmup / s))
+    if sched.kind == "noam":
+        return float(sched.factor) * d_model**-0.5 * min(s**-0.5, s * warmup**-1.5)
+    if sched.kind == "constant":
+        return base_lr * min(1.0, s / warmup)
+    raise ConfigError(f"trainer.scheduler.kind={sched.kind!r}: use inverse_sqrt, noam or constant")
+
+
+def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float) -> tuple[Tensor, Tensor, int]:
+    """Summed label-smoothed loss and summed NLL over non-pad targets, and their count.
+
+    logits: (B, T, V); target: (B, T). loss = (1 - eps) * NLL + eps * mean_v(-log p_v) (Szegedy et al. 2016).
+    """
+    lprobs = torch.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
+    target = target.reshape(-1)
+    keep = target != PAD_ID
+    nll = -lprobs.gather(1, target[:, None]).squeeze(1)[keep].sum()
+    smooth = -lprobs[keep].mean(-1).sum() if epsilon > 0 else nll.new_zeros(())
+    return (1 - epsilon) * nll + epsilon * smooth, nll, int(keep.sum())
+
+
+
+class Trainer:
+    """Runs training for a model on prepared data, writing everything into ``run_dir``."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model: Seq2SeqModel,
+        data: TrainingData,
+        run_dir: Path,
+        device: torch.device,
+        checkpoint_extra: dict[str, Any],
+    ):
+        self.cfg, self.t = cfg, cfg.trainer
+        self.model, self.data, self.run_dir, self.device = model.to(device), data, Path(run_dir), device
+        self.checkpoint_extra = checkpoint_extra  # config text and tokenizers, stored in every checkpoint
+        opt = self.t.optimizer
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=float(opt.lr), betas=tuple(opt.betas), eps=float(opt.eps),
+            weight_decay=float(opt.weight_decay), foreach=True,
+        )
+        src_lens, tgt_lens = lengths(data.train)
+        self.sampler = TokenBatchSampler(
+            src_lens, tgt_lens, int(self.t.max_tokens), shuffle=True, seed=int(self.t.seed),
+            max_sentences=self.t.max_sentences,
+        )
+        self.state = TrainState()
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.t.amp))
+        if device.type != "cuda":
+            self.autocast_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
+        self.translator = Translator(
+            model, data.src_tok, data.tgt_tok,
+            SearchConfig(beam_size=int(self.t.valid_beam), max_len_a=1.5, max_len_b=10),
+            max_tokens=int(self.t.eval_max_tokens), device=device,
+        )
+        self._stop_signal: str | None = None
+        self.writer: SummaryWriter | None = None
+
+    # ---- checkpoint state -------------------------------------------------------------------------
+    def payload(self, with_training_state: bool = True) -> dict[str, Any]:
+        payload = {**self.checkpoint_extra, "model": self.model.state_dict(), "trainer": dataclasses.asdict(self.state)}
+        if with_training_state:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["rng"] = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": random.getstate(),
+            }
+        return payload
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a training checkpoint: weights, optimizer, counters and RNG streams."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = TrainState(**payload["trainer"])
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        self._set_lr()
+        log.info("resumed at step %d (epoch %d, batch %d)", self.state.step, self.state.epoch, self.state.batch_in_epoch)
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
+        prune_checkpoints(self.run_dir, int(self.t.keep_last))
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        lr = learning_rate(self.state.step + 1, self.t.scheduler, float(self.t.optimizer.lr), self.model.model_dim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _forward_loss(self, batch: Batch) -> tuple[Tensor, Tensor, int]:
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+            logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        return label_smoothed_nll(logits, batch.tgt_out, float(self.t.label_smoothing))
+
+    def train_step(self, batches: list[Batch]) -> tuple[float, int] | None:
+        """One optimizer step over ``batches`` (gradient accumulation); None if the step was skipped.
+
+        Each micro-batch loss is normalised by its own target tokens and the gradients are averaged
+        over micro-batches, so accumulation over k batches equals k data-parallel ranks.
+        """
+        self.model.train()
+        lr = self._set_lr()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_nll, total_tokens, finite = 0.0, 0, True
+        for batch in batches:
+            batch = batch.to(self.device)
+            loss, nll, ntok = self._forward_loss(batch)
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            self.scaler.scale(loss / ntok / len(batches)).backward()
+            total_nll += float(nll.detach())
+            total_tokens += ntok
+        if finite:
+            self.scaler.unscale_(self.optimizer)
+            clip = float(self.t.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+            finite = bool(torch.isfinite(norm))
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.skipped_steps += 1
+            self.state.consecutive_bad += 1
+            log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
+                        self.state.step + 1, self.state.consecutive_bad)
+            if self.state.consecutive_bad >= int(self.t.max_bad_steps):
+                raise TrainingDiverged(
+                    f"{self.state.consecutive_bad} consecutive steps had a non-finite loss or gradient; "
+                    "lower trainer.optimizer.lr, raise trainer.scheduler.warmup, or use trainer.amp=none"
+                )
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.consecutive_bad = 0
+        self.state.step += 1
+        if self.writer:
+            self.writer.add_scalar("train/lr", lr, self.state.step)
+        return total_nll, total_tokens
+
+    # ---- validation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def valid_loss(self, eval_set: EvalSet) -> float:
+        """Per-token NLL (no smoothing) of the references under teacher forcing."""
+        self.model.eval()
+        src_lens, tgt_lens = lengths(eval_set.encoded)
+        sampler = TokenBatchSampler(src_lens, tgt_lens, int(self.t.eval_max_tokens), shuffle=False)
+        total, count = 0.0, 0
+        for batch in batch_loader(eval_set.encoded, sampler):
+            batch = batch.to(self.device)
+            _, nll, ntok = self._forward_loss(batch)
+            total, count = total + float(nll), count + ntok
+        return total / max(count, 1)
+
+    def validate(self) -> dict[str, float]:
+        valid = self.data.valid
+        started = time.monotonic()
+        loss = self.valid_loss(valid)
+        record = {"step": self.state.step, "epoch": self.state.epoch, "elapsed_min": self.state.elapsed / 60,
+                  "valid_loss": loss, "valid_ppl": math.exp(min(loss, 50))}
+        if self.t.validate_bleu:
+            hyps = self.translator.translate_text(valid.sources)
+            record["valid_bleu"] = corpus_bleu(hyps, valid.references)
+        metric = str(self.t.early_stopping.metric)
+        key = {"bleu": "valid_bleu", "loss": "valid_loss", "ppl": "valid_ppl"}[metric]
+        score = record[key] if metric == "bleu" else -record[key]
+        improved = self.state.best_score is None or score > self.state.best_score
+        if improved:
+            self.state.best_score, self.state.best_step, self.state.bad_validations = score, self.state.step, 0
+            save_checkpoint(self.run_dir / "best.pt", self.payload(with_training_state=False))
+        else:
+            self.state.bad_validations += 1
+        self.state.history.append(record)
+        log.info(
+            "validation step %d: loss %.3f ppl %.2f%s%s (%.0fs)", self.state.step, loss, record["valid_ppl"],
+            f" bleu {record['valid_bleu']:.2f}" if "valid_bleu" in record else "", " *best*" if improved else "",
+            time.monotonic() - started,
+        )
+        if self.writer:
+            for k, v in record.items():
+                if k.startswith("valid_"):
+                    self.writer.add_scalar(f"valid/{k[6:]}", v, self.state.step)
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.state.history, indent=1))
+        return record
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        t, s = self.t, self.state
+        if self._stop_signal:
+            return f"interrupted by {self._stop_signal}"
+        if t.max_steps and s.step >= int(t.max_steps):
+            return f"reached trainer.max_steps={t.max_steps}"
+        if t.max_epochs and s.epoch >= int(t.max_epochs):
+            return f"reached trainer.max_epochs={t.max_epochs}"
+        if t.max_minutes and s.elapsed >= 60 * float(t.max_minutes):
+            return f"reached trainer.max_minutes={t.max_minutes}"
+        if t.early_stopping.patience and s.bad_validations >= int(t.early_stopping.patience):
+            return f"early stopping: no better valid {t.early_stopping.metric} in {s.bad_validations} validations"
+        return None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_signal = signal.Signals(signum).name
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+
+    def train(self) -> TrainState:
+        """Train until a stop condition holds; always leaves a checkpoint of the final state."""
+        t = self.t
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        total = int(t.max_steps) if t.max_steps else None
+        bar = tqdm(total=total, initial=self.state.step, disable=None, unit="step", dynamic_ncols=True)
+        log_every, validate_every = int(t.log_every), int(t.validate_every)
+        window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
+        session_start, elapsed_before = time.monotonic(), self.state.elapsed
+        try:
+            while (reason := self._stop_reason()) is None:
+                self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
+                pending: list[Batch] = []
+                for batch in batch_loader(self.data.train, self.sampler, int(t.num_workers)):
+                    pending.append(batch)
+                    if len(pending) < int(t.accumulate):
+                        continue
+                    self.state.batch_in_epoch += len(pending)
+                    result = self.train_step(pending)
+                    pending = []
+                    self.state.elapsed = elapsed_before + time.monotonic() - session_start
+                    if result is None:
+                        continue
+                    window_nll, window_tokens = window_nll + result[0], window_tokens + result[1]
+                    bar.update(1)
+                    step = self.state.step
+                    if step % log_every == 0:
+                        rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
+                        loss = window_nll / max(window_tokens, 1)
+                        bar.set_postfix(epoch=self.state.epoch, nll=f"{loss:.3f}", tok_s=f"{rate:.0f}",
+                                        min=f"{self.state.elapsed / 60:.1f}")
+                        log.info("step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min", step,
+                                 self.state.epoch, loss, self.optimizer.param_groups[0]["lr"], rate,
+                                 self.state.elapsed / 60)
+                        self.writer.add_scalar("train/nll", loss, step)
+                        self.writer.add_scalar("train/tokens_per_s", rate, step)
+                        window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
+                    if validate_every and step % validate_every == 0:
+                        self.validate()
+                        self.save()
+                    if self._stop_reason() is not None:
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+            self.state.stop_reason = reason
+            log.info("stopping: %s (step %d, %.1f min)", reason, self.state.step, self.state.elapsed / 60)
+            if not self._stop_signal and not any(h["step"] == self.state.step for h in self.state.history):
+                self.validate()
+            self.save()
+        finally:
+            bar.close()
+            self.writer.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self.state
