@@ -28,8 +28,8 @@ from tqdm import tqdm
 from nmt.checkpoint import prune_checkpoints, save_checkpoint
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
 from nmt.data.prepare import EvalSet, TrainingData
-from nmt.data.tokenizer import PAD_ID
 from nmt.errors import ConfigError, NmtError
+from nmt.loss import label_smoothed_nll
 from nmt.metrics import corpus_bleu
 from nmt.models import Seq2SeqModel
 from nmt.search import SearchConfig
@@ -74,20 +74,6 @@ def learning_rate(step: int, sched: DictConfig, base_lr: float, d_model: int) ->
     if sched.kind == "constant":
         return base_lr * min(1.0, s / warmup)
     raise ConfigError(f"trainer.scheduler.kind={sched.kind!r}: use inverse_sqrt, noam or constant")
-
-
-def label_smoothed_nll(logits: Tensor, target: Tensor, epsilon: float) -> tuple[Tensor, Tensor, int]:
-    """Summed label-smoothed loss and summed NLL over non-pad targets, and their count.
-
-    logits: (B, T, V); target: (B, T). loss = (1 - eps) * NLL + eps * mean_v(-log p_v) (Szegedy et al. 2016).
-    """
-    lprobs = torch.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
-    target = target.reshape(-1)
-    keep = target != PAD_ID
-    nll = -lprobs.gather(1, target[:, None]).squeeze(1)[keep].sum()
-    smooth = -lprobs[keep].mean(-1).sum() if epsilon > 0 else nll.new_zeros(())
-    return (1 - epsilon) * nll + epsilon * smooth, nll, int(keep.sum())
-
 
 
 class Trainer:
@@ -186,7 +172,7 @@ class Trainer:
                 finite = False
                 break
             self.scaler.scale(loss / ntok / len(batches)).backward()
-            total_nll += float(nll.detach())
+            total_nll += float(nll)
             total_tokens += ntok
         if finite:
             self.scaler.unscale_(self.optimizer)

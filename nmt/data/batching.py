@@ -210,4 +210,4 @@ def batch_loader(
 def lengths(ds: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Source and target subword lengths of an encoded corpus as arrays (read column-wise, no row lists)."""
     cols = ds.with_format("numpy", columns=["src_len", "tgt_len"])
-    return cols["src_len"], cols["tgt_len"]
+    return np.asarray(cols["src_len"]), np.asarray(cols["tgt_len"])

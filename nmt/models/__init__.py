@@ -65,7 +65,7 @@ def build_model(model_cfg: DictConfig | dict, src_vocab_size: int, tgt_vocab_siz
 
 
 def _register_builtin() -> None:
-    from nmt.models import transformer  # noqa: F401
+    from nmt.models import luong, rnnsearch, transformer  # noqa: F401
 
 
 _register_builtin()

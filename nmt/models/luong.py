@@ -1,0 +1,120 @@
+"""Luong, Pham & Manning (2015), "Effective Approaches to Attention-based Neural Machine Translation".
+
+  encoder:   stacked LSTM over the (optionally reversed, Sec. 4.1) source
+  decoder:   stacked LSTM initialised with the encoder's final states; input feeding (Sec. 3.3)
+             concatenates the previous attentional vector h~_{t-1} to the input embedding
+  attention: from the current top decoder state h_t (Sec. 3; scores and kinds in LuongAttention)
+  output:    h~_t = tanh(W_c [c_t; h_t]) (Eq. 5); p(y_t) = softmax(W_s h~_t) (Eq. 6)
+
+``attention.kind=none`` is the paper's non-attentional baseline (p(y_t) = softmax(W_s h_t)), used for
+the "base / + reverse / + dropout" rows of its Table 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.errors import ConfigError
+from nmt.models import register_model
+from nmt.models.attention import LuongAttention
+from nmt.models.interface import EncoderOutput, Seq2SeqModel
+from nmt.models.rnn_encoder import reverse_padded, run_packed
+
+
+@dataclass
+class LuongAttentionConfig:
+    score: str = "general"  # dot | general | concat | location (Eq. 8)
+    kind: str = "global"  # global | local_m | local_p (Sec. 3.1-3.2) | none (no attention)
+    window: int = 10  # D: local window [p_t - D, p_t + D]; sigma = D / 2
+    max_src_len: int = 128  # location score only: number of source positions W_a can address
+
+
+@dataclass
+class LuongConfig:
+    embed_dim: int = 1000
+    hidden_dim: int = 1000
+    layers: int = 4
+    dropout: float = 0.2  # between LSTM layers and before the softmax (Sec. 4.1, Zaremba et al. 2015)
+    reverse_source: bool = True
+    input_feed: bool = True
+    attention: LuongAttentionConfig = field(default_factory=LuongAttentionConfig)
+
+
+@register_model("luong", LuongConfig)
+class LuongNMT(Seq2SeqModel):
+    def __init__(self, cfg: LuongConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
+        super().__init__()
+        att = cfg.attention
+        if att.kind == "none" and cfg.input_feed:
+            raise ConfigError("model.input_feed=true needs attention; set model.attention.kind or input_feed=false")
+        if att.kind != "none" and (att.kind not in LuongAttention.KINDS or att.score not in LuongAttention.SCORES):
+            raise ConfigError(
+                f"model.attention.kind={att.kind} / score={att.score}: kinds {', '.join(LuongAttention.KINDS)}, "
+                f"none; scores {', '.join(LuongAttention.SCORES)}"
+            )
+        self.cfg = cfg
+        self.model_dim = h = cfg.hidden_dim
+        drop_between = cfg.dropout if cfg.layers > 1 else 0.0
+        self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
+        self.encoder = nn.LSTM(cfg.embed_dim, h, cfg.layers, batch_first=True, dropout=drop_between)
+        dec_in = cfg.embed_dim + (h if cfg.input_feed else 0)
+        self.decoder = nn.LSTM(dec_in, h, cfg.layers, batch_first=True, dropout=drop_between)
+        self.attention = None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
+        self.W_c = nn.Linear(2 * h, h, bias=False)
+        self.W_s = nn.Linear(h, tgt_vocab_size)
+        for name, p in self.named_parameters():
+            if "embed" not in name:
+                nn.init.uniform_(p, -0.1, 0.1)  # Sec. 4.1: parameters uniform in [-0.1, 0.1]
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        tokens = reverse_padded(src, src_lengths) if self.cfg.reverse_source else src
+        emb = F.dropout(self.src_embed(tokens), self.cfg.dropout, self.training)
+        states, (h, c) = run_packed(self.encoder, emb, src_lengths)  # states (B, S, H); h, c (L, B, H)
+        if self.cfg.reverse_source:  # back to source order, so attention weights index source positions
+            index = reverse_padded(torch.arange(src.size(1), device=src.device).expand_as(src), src_lengths)
+            states = states.gather(1, index[..., None].expand_as(states))
+        keys = self.attention.project_keys(states) if self.attention is not None else states
+        extra = {"h0": h.transpose(0, 1), "c0": c.transpose(0, 1), "keys": keys, "lengths": src_lengths}
+        return EncoderOutput(states, src != self.pad_id, extra)
+
+    def init_state(self, memory: EncoderOutput) -> dict:
+        feed = memory.states.new_zeros(memory.states.size(0), self.cfg.hidden_dim)
+        return {"h": memory.extra["h0"], "c": memory.extra["c0"], "feed": feed, "step": 0}
+
+    def _attend(self, h_t: Tensor, memory: EncoderOutput, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """h~_t = tanh(W_c [c_t; h_t]) (B, T, H) and a_t (B, T, S) for top-layer states h_t (B, T, H)."""
+        if self.attention is None:
+            mask = memory.mask.float()[:, None, :].expand(-1, h_t.size(1), -1)
+            return h_t, mask / mask.sum(-1, keepdim=True)
+        ctx, a_t = self.attention(h_t, memory.extra["keys"], memory.states, memory.mask, memory.extra["lengths"], steps)
+        return torch.tanh(self.W_c(torch.cat([ctx, h_t], dim=-1))), a_t
+
+    def decode(
+        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict, need_attention: bool = False
+    ) -> tuple[Tensor, dict, Tensor | None]:
+        emb = F.dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, E)
+        step, length = state["step"], prev_tokens.size(1)
+        steps = torch.arange(step, step + length, device=prev_tokens.device)
+        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+        feed = state["feed"]
+        if not self.cfg.input_feed:  # the whole target runs through the LSTM in one call
+            h_top, hc = self.decoder(emb, hc)
+            h_tilde, a_t = self._attend(h_top, memory, steps)
+            feed = h_tilde[:, -1]
+        else:
+            outs, atts = [], []
+            for t in range(length):
+                h_top, hc = self.decoder(torch.cat([emb[:, t], feed], dim=-1)[:, None], hc)
+                h_t, a = self._attend(h_top, memory, steps[t : t + 1])
+                feed = h_t[:, 0]
+                outs.append(h_t)
+                atts.append(a)
+            h_tilde, a_t = torch.cat(outs, 1), torch.cat(atts, 1)
+        logits = self.W_s(F.dropout(h_tilde, self.cfg.dropout, self.training))
+        new_state = {"h": hc[0].transpose(0, 1), "c": hc[1].transpose(0, 1), "feed": feed, "step": step + length}
+        return logits, new_state, (a_t if need_attention else None)

@@ -1,0 +1,141 @@
+"""RNNsearch (Bahdanau, Cho & Bengio 2014) and its no-attention baseline RNNencdec (Cho et al. 2014).
+
+Both share the GRU decoder with a deep output layer (Bahdanau et al. Appendix A.2.2); they differ in
+the encoder and in the context the decoder sees:
+
+RNNsearch (``model.arch=rnnsearch``)
+  encoder:   bidirectional GRU, annotations h_j = [fwd h_j; bwd h_j]                         (Sec. 3.2)
+  init:      s_0 = tanh(W_s bwd h_1)                                                         (App. A.2.2)
+  attention: e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j), alpha_ij = softmax_j(e_ij),
+             c_i = sum_j alpha_ij h_j                                                        (Eq. 5-6)
+RNNencdec (``model.arch=rnnencdec``)
+  encoder:   unidirectional GRU; one summary c = tanh(V h_T) of the whole source             (Cho et al. Sec. 2.2)
+  init:      s_0 = tanh(V' c); the decoder sees the same c at every step (no attention)
+Shared decoder
+  state:     s_i = GRU(s_{i-1}, [E y_{i-1}; c_i])                                            (Eq. 4)
+  output:    t~_i = U_o s_i + V_o E y_{i-1} + C_o c_i; t_i = maxout over pairs of t~_i;
+             p(y_i) = softmax(W_o t_i)                                                        (App. A.2.2)
+  The appendix writes U_o s_{i-1}; Eq. 4 conditions the output on s_i, which is what is used here.
+  ``maxout: false`` replaces the maxout by tanh of a half-size layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.models import register_model
+from nmt.models.attention import AdditiveAttention
+from nmt.models.interface import EncoderOutput, Seq2SeqModel
+from nmt.models.rnn_encoder import run_packed
+
+
+@dataclass
+class RNNSearchConfig:
+    """Sizes in the paper's notation: m (embedding), n (hidden), n' (alignment), l (maxout)."""
+
+    embed_dim: int = 620  # m
+    hidden_dim: int = 1000  # n
+    attention_dim: int = 1000  # n' (RNNsearch only)
+    maxout_dim: int = 500  # l: size of t_i
+    maxout: bool = True
+    dropout: float = 0.0  # on embeddings and t_i (not in the paper, which uses none)
+
+
+class GRUDecoderModel(Seq2SeqModel):
+    """The shared decoder; subclasses provide ``encode`` and the per-step context."""
+
+    uses_attention: bool = True
+
+    def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, context_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.model_dim = cfg.hidden_dim
+        self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
+        self.cell = nn.GRUCell(cfg.embed_dim + context_dim, cfg.hidden_dim)
+        out = 2 * cfg.maxout_dim if cfg.maxout else cfg.maxout_dim
+        self.U_o = nn.Linear(cfg.hidden_dim, out)
+        self.V_o = nn.Linear(cfg.embed_dim, out, bias=False)
+        self.C_o = nn.Linear(context_dim, out, bias=False)
+        self.W_o = nn.Linear(cfg.maxout_dim, tgt_vocab_size)
+
+    def init_state(self, memory: EncoderOutput) -> dict[str, Tensor]:
+        return {"s": memory.extra["s0"]}
+
+    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """c_i (B, C) and the attention weights (B, S) for decoder state s_{i-1} (B, n)."""
+        raise NotImplementedError
+
+    def deep_output(self, s: Tensor, emb: Tensor, ctx: Tensor) -> Tensor:
+        """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors."""
+        t = self.U_o(s) + self.V_o(emb) + self.C_o(ctx)
+        t = t.view(*t.shape[:-1], self.cfg.maxout_dim, 2).amax(-1) if self.cfg.maxout else torch.tanh(t)
+        return self.W_o(F.dropout(t, self.cfg.dropout, self.training))
+
+    def decode(
+        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict[str, Tensor], need_attention: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        emb = F.dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, m)
+        s = state["s"]
+        states, contexts, alphas = [], [], []
+        for i in range(prev_tokens.size(1)):
+            c, alpha = self.context(s, memory)
+            s = self.cell(torch.cat([emb[:, i], c], dim=-1), s)
+            states.append(s)
+            contexts.append(c)
+            alphas.append(alpha)
+        logits = self.deep_output(torch.stack(states, 1), emb, torch.stack(contexts, 1))
+        attention = torch.stack(alphas, 1) if need_attention else None
+        return logits, {"s": s}, attention
+
+
+@register_model("rnnsearch", RNNSearchConfig)
+class RNNSearch(GRUDecoderModel):
+    """Bahdanau et al. (2014) RNNsearch: bidirectional GRU encoder + additive attention."""
+
+    def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
+        super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=2 * cfg.hidden_dim)
+        self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
+        self.W_s = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        emb = F.dropout(self.src_embed(src), self.cfg.dropout, self.training)
+        annotations, _ = run_packed(self.encoder, emb, src_lengths)  # (B, S, 2n)
+        backward_first = annotations[:, 0, self.cfg.hidden_dim :]  # bwd h_1: the backward RNN's last state
+        s0 = torch.tanh(self.W_s(backward_first))
+        keys = self.attention.project_keys(annotations)
+        return EncoderOutput(annotations, src != self.pad_id, {"s0": s0, "keys": keys})
+
+    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
+        return self.attention(s_prev, memory.extra["keys"], memory.states, memory.mask)
+
+
+@register_model("rnnencdec", RNNSearchConfig)
+class RNNEncDec(GRUDecoderModel):
+    """Cho et al. (2014) RNN Encoder-Decoder: a fixed-length summary c instead of attention.
+
+    Its "attention" output is uniform over the real source positions (the decoder looks at all of the
+    source equally, through c), so that plots and dumps work for every model.
+    """
+
+    def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
+        super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=cfg.hidden_dim)
+        self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
+        self.V = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.V_init = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        emb = F.dropout(self.src_embed(src), self.cfg.dropout, self.training)
+        states, h_last = run_packed(self.encoder, emb, src_lengths)
+        c = torch.tanh(self.V(h_last[-1]))  # (B, n)
+        return EncoderOutput(states, src != self.pad_id, {"c": c, "s0": torch.tanh(self.V_init(c))})
+
+    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
+        mask = memory.mask.float()
+        return memory.extra["c"], mask / mask.sum(-1, keepdim=True)
+

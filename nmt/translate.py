@@ -1,0 +1,90 @@
+"""``nmt-translate``: translate text with a checkpoint, streaming, one output line per input line.
+
+    echo "Ein Hund läuft im Schnee." | nmt-translate checkpoint=runs/quickstart/best.pt
+    nmt-translate checkpoint=runs/quickstart/best.pt input=news.de output=news.en beam_size=5
+
+Input is read ``chunk_lines`` lines at a time, so files of any size stream in bounded memory. Empty
+input lines give empty output lines. With ``search.n_best=N`` each input line yields N lines
+``<line number>\\t<score>\\t<translation>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import BinaryIO, TextIO
+
+import hydra
+from omegaconf import DictConfig
+
+from nmt.cli import report_user_errors, set_threads
+from nmt.errors import DataError
+from nmt.evaluate import search_config
+from nmt.paths import CONFIG_DIR
+from nmt.translator import Translator, load_translator
+
+log = logging.getLogger(__name__)
+
+
+def read_chunks(stream: BinaryIO, name: str, chunk_lines: int) -> Iterator[tuple[int, list[str]]]:
+    """Yield (number of the first line, lines) chunks of UTF-8 text; only ``\\n`` ends a line."""
+    chunk: list[str] = []
+    first = 1
+    for lineno, raw in enumerate(stream, start=1):
+        try:
+            chunk.append(raw.decode("utf-8").rstrip("\n").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{name}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); re-encode it as UTF-8") from None
+        if len(chunk) == chunk_lines:
+            yield first, chunk
+            first, chunk = lineno + 1, []
+    if chunk:
+        yield first, chunk
+
+
+def _one_line(text: str) -> str:
+    """Keep the one-line-per-input contract even if a detokenized output contained a line break."""
+    return " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+
+
+def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: str, chunk_lines: int) -> int:
+    """Translate ``src`` into ``out``; returns the number of input lines."""
+    n_best = translator.search.n_best
+    count = 0
+    for first, lines in read_chunks(src, name, chunk_lines):
+        for offset, hyps in enumerate(translator.translate(lines)):
+            if n_best == 1:
+                out.write(_one_line(translator.detokenize(hyps[0])) + "\n")
+            else:
+                for h in hyps:
+                    out.write(f"{first + offset}\t{h.score:.4f}\t{_one_line(translator.detokenize(h))}\n")
+        out.flush()
+        count += len(lines)
+    return count
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="translate", version_base="1.3")
+@report_user_errors("nmt-translate")
+def main(cfg: DictConfig) -> None:
+    set_threads(int(cfg.threads))
+    translator, _ = load_translator(cfg.checkpoint, search_config(cfg), cfg.device, int(cfg.max_tokens))
+    with ExitStack() as stack:
+        if cfg.input == "-":
+            src, name = sys.stdin.buffer, "<stdin>"
+        else:
+            try:
+                src, name = stack.enter_context(open(cfg.input, "rb")), str(cfg.input)
+            except OSError as e:
+                raise DataError(f"cannot read input={cfg.input}: {e.strerror}") from None
+        out = sys.stdout if cfg.output == "-" else stack.enter_context(open(cfg.output, "w", encoding="utf-8"))
+        n = translate_stream(translator, src, out, name, int(cfg.chunk_lines))
+    if translator.truncated:
+        log.warning("%d input lines were longer than %d subwords and were cut to that length before translating",
+                    translator.truncated, translator.max_src_len)
+    log.info("translated %d lines", n)
+
+
+if __name__ == "__main__":
+    main()
