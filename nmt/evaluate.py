@@ -31,7 +31,9 @@ def search_config(cfg: DictConfig, beam_size: int | None = None) -> SearchConfig
     s = cfg.search
     return SearchConfig(
         beam_size=int(beam_size if beam_size is not None else s.beam_size),
-        length_penalty=float(s.length_penalty), max_len_a=float(s.max_len_a), max_len_b=int(s.max_len_b),
+        length_penalty=float(s.length_penalty),
+        max_len_a=float(s.max_len_a),
+        max_len_b=int(s.max_len_b),
         n_best=int(s.get("n_best", 1)),
     )
 

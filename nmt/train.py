@@ -38,6 +38,7 @@ _RESUME_KEYS = ("model", "data")
 
 def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
     """Serialized sentencepiece model(s) as uint8 tensors (loadable with weights_only=True)."""
+
     def as_tensor(proto: bytes) -> torch.Tensor:
         return torch.frombuffer(bytearray(proto), dtype=torch.uint8)
 
@@ -93,10 +94,20 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
     """Score every ``data.test_splits`` entry with beam search; returns the results summary."""
     which = final_model(cfg, run_dir, trainer)
     data = trainer.data
-    translator = Translator(trainer.model, data.src_tok, data.tgt_tok, search_config(cfg),
-                            int(cfg.trainer.eval_max_tokens), device=trainer.device)
-    results: dict[str, Any] = {"checkpoint": which, "steps": trainer.state.step,
-                               "train_minutes": round(trainer.state.elapsed / 60, 2), "test": {}}
+    translator = Translator(
+        trainer.model,
+        data.src_tok,
+        data.tgt_tok,
+        search_config(cfg),
+        int(cfg.trainer.eval_max_tokens),
+        device=trainer.device,
+    )
+    results: dict[str, Any] = {
+        "checkpoint": which,
+        "steps": trainer.state.step,
+        "train_minutes": round(trainer.state.elapsed / 60, 2),
+        "test": {},
+    }
     print(f"evaluating {which} with beam {translator.search.beam_size}")
     for split in cfg.data.test_splits:
         eval_set = load_eval_set(cfg.data, split, data.src_tok, data.tgt_tok)

@@ -93,12 +93,20 @@ class Trainer:
         self.checkpoint_extra = checkpoint_extra  # config text and tokenizers, stored in every checkpoint
         opt = self.t.optimizer
         self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=float(opt.lr), betas=tuple(opt.betas), eps=float(opt.eps),
-            weight_decay=float(opt.weight_decay), foreach=True,
+            model.parameters(),
+            lr=float(opt.lr),
+            betas=tuple(opt.betas),
+            eps=float(opt.eps),
+            weight_decay=float(opt.weight_decay),
+            foreach=True,
         )
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
-            src_lens, tgt_lens, int(self.t.max_tokens), shuffle=True, seed=int(self.t.seed),
+            src_lens,
+            tgt_lens,
+            int(self.t.max_tokens),
+            shuffle=True,
+            seed=int(self.t.seed),
             max_sentences=self.t.max_sentences,
         )
         self.state = TrainState()
@@ -107,9 +115,12 @@ class Trainer:
             self.autocast_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.translator = Translator(
-            model, data.src_tok, data.tgt_tok,
+            model,
+            data.src_tok,
+            data.tgt_tok,
             SearchConfig(beam_size=int(self.t.valid_beam), max_len_a=1.5, max_len_b=10),
-            max_tokens=int(self.t.eval_max_tokens), device=device,
+            max_tokens=int(self.t.eval_max_tokens),
+            device=device,
         )
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
@@ -137,7 +148,9 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         random.setstate(rng["python"])
         self._set_lr()
-        log.info("resumed at step %d (epoch %d, batch %d)", self.state.step, self.state.epoch, self.state.batch_in_epoch)
+        log.info(
+            "resumed at step %d (epoch %d, batch %d)", self.state.step, self.state.epoch, self.state.batch_in_epoch
+        )
 
     def save(self) -> None:
         save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
@@ -151,7 +164,9 @@ class Trainer:
         return lr
 
     def _forward_loss(self, batch: Batch) -> tuple[Tensor, Tensor, int]:
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        ):
             logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
         return label_smoothed_nll(logits, batch.tgt_out, float(self.t.label_smoothing))
 
@@ -183,8 +198,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.state.skipped_steps += 1
             self.state.consecutive_bad += 1
-            log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
-                        self.state.step + 1, self.state.consecutive_bad)
+            log.warning(
+                "step %d: non-finite loss or gradient, step skipped (%d in a row)",
+                self.state.step + 1,
+                self.state.consecutive_bad,
+            )
             if self.state.consecutive_bad >= int(self.t.max_bad_steps):
                 raise TrainingDiverged(
                     f"{self.state.consecutive_bad} consecutive steps had a non-finite loss or gradient; "
@@ -217,8 +235,13 @@ class Trainer:
         valid = self.data.valid
         started = time.monotonic()
         loss = self.valid_loss(valid)
-        record = {"step": self.state.step, "epoch": self.state.epoch, "elapsed_min": self.state.elapsed / 60,
-                  "valid_loss": loss, "valid_ppl": math.exp(min(loss, 50))}
+        record = {
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "elapsed_min": self.state.elapsed / 60,
+            "valid_loss": loss,
+            "valid_ppl": math.exp(min(loss, 50)),
+        }
         if self.t.validate_bleu:
             hyps = self.translator.translate_text(valid.sources)
             record["valid_bleu"] = corpus_bleu(hyps, valid.references)
@@ -233,8 +256,12 @@ class Trainer:
             self.state.bad_validations += 1
         self.state.history.append(record)
         log.info(
-            "validation step %d: loss %.3f ppl %.2f%s%s (%.0fs)", self.state.step, loss, record["valid_ppl"],
-            f" bleu {record['valid_bleu']:.2f}" if "valid_bleu" in record else "", " *best*" if improved else "",
+            "validation step %d: loss %.3f ppl %.2f%s%s (%.0fs)",
+            self.state.step,
+            loss,
+            record["valid_ppl"],
+            f" bleu {record['valid_bleu']:.2f}" if "valid_bleu" in record else "",
+            " *best*" if improved else "",
             time.monotonic() - started,
         )
         if self.writer:
@@ -294,11 +321,21 @@ class Trainer:
                     if step % log_every == 0:
                         rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
                         loss = window_nll / max(window_tokens, 1)
-                        bar.set_postfix(epoch=self.state.epoch, nll=f"{loss:.3f}", tok_s=f"{rate:.0f}",
-                                        min=f"{self.state.elapsed / 60:.1f}")
-                        log.info("step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min", step,
-                                 self.state.epoch, loss, self.optimizer.param_groups[0]["lr"], rate,
-                                 self.state.elapsed / 60)
+                        bar.set_postfix(
+                            epoch=self.state.epoch,
+                            nll=f"{loss:.3f}",
+                            tok_s=f"{rate:.0f}",
+                            min=f"{self.state.elapsed / 60:.1f}",
+                        )
+                        log.info(
+                            "step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min",
+                            step,
+                            self.state.epoch,
+                            loss,
+                            self.optimizer.param_groups[0]["lr"],
+                            rate,
+                            self.state.elapsed / 60,
+                        )
                         self.writer.add_scalar("train/nll", loss, step)
                         self.writer.add_scalar("train/tokens_per_s", rate, step)
                         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()

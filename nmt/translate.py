@@ -36,7 +36,9 @@ def read_chunks(stream: BinaryIO, name: str, chunk_lines: int) -> Iterator[tuple
         try:
             chunk.append(raw.decode("utf-8").rstrip("\n").rstrip("\r"))
         except UnicodeDecodeError as e:
-            raise DataError(f"{name}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); re-encode it as UTF-8") from None
+            raise DataError(
+                f"{name}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); re-encode it as UTF-8"
+            ) from None
         if len(chunk) == chunk_lines:
             yield first, chunk
             first, chunk = lineno + 1, []
@@ -81,8 +83,11 @@ def main(cfg: DictConfig) -> None:
         out = sys.stdout if cfg.output == "-" else stack.enter_context(open(cfg.output, "w", encoding="utf-8"))
         n = translate_stream(translator, src, out, name, int(cfg.chunk_lines))
     if translator.truncated:
-        log.warning("%d input lines were longer than %d subwords and were cut to that length before translating",
-                    translator.truncated, translator.max_src_len)
+        log.warning(
+            "%d input lines were longer than %d subwords and were cut to that length before translating",
+            translator.truncated,
+            translator.max_src_len,
+        )
     log.info("translated %d lines", n)
 
 

@@ -91,7 +91,9 @@ def tokenizers_from_checkpoint(payload: dict[str, Any]) -> tuple[SubwordTokenize
     return src, tgt
 
 
-def load_translator(path: str, search: SearchConfig, device: str = "auto", max_tokens: int = 4096) -> tuple[Translator, dict]:
+def load_translator(
+    path: str, search: SearchConfig, device: str = "auto", max_tokens: int = 4096
+) -> tuple[Translator, dict]:
     """A ready Translator from a checkpoint file alone, plus the training config stored in it."""
     payload = load_checkpoint(path)
     cfg = yaml.safe_load(payload["config"])

@@ -29,9 +29,7 @@ def split_names(data_cfg: Any) -> list[str]:
 def _check_split(data_cfg: Any, split: str) -> None:
     names = split_names(data_cfg)
     if split not in names:
-        raise DataError(
-            f"dataset '{data_cfg.name}' has no split '{split}'; choose one of: {', '.join(names)}"
-        )
+        raise DataError(f"dataset '{data_cfg.name}' has no split '{split}'; choose one of: {', '.join(names)}")
 
 
 def local_split_paths(data_cfg: Any, split: str) -> tuple[Path, Path]:
@@ -77,16 +75,17 @@ def read_parallel_files(src_path: Path, tgt_path: Path) -> tuple[list[str], list
 def _hub_rows(ds: datasets.Dataset, src_lang: str, tgt_lang: str) -> datasets.Dataset:
     """Normalise either hub schema to columns ``src``/``tgt``."""
     if "translation" in ds.column_names:
+
         def pick(batch: dict[str, list]) -> dict[str, list[str]]:
             pairs = batch["translation"]
             return {"src": [p[src_lang].strip() for p in pairs], "tgt": [p[tgt_lang].strip() for p in pairs]}
     elif src_lang in ds.column_names and tgt_lang in ds.column_names:
+
         def pick(batch: dict[str, list]) -> dict[str, list[str]]:
             return {"src": [s.strip() for s in batch[src_lang]], "tgt": [t.strip() for t in batch[tgt_lang]]}
     else:
         raise DataError(
-            f"hub dataset has columns {ds.column_names}; expected 'translation' or "
-            f"'{src_lang}' and '{tgt_lang}'"
+            f"hub dataset has columns {ds.column_names}; expected 'translation' or '{src_lang}' and '{tgt_lang}'"
         )
     return ds.map(pick, batched=True, remove_columns=ds.column_names)
 

@@ -29,7 +29,10 @@ class SubwordTokenizer:
         self.model_proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
-            PAD_ID, UNK_ID, BOS_ID, EOS_ID,
+            PAD_ID,
+            UNK_ID,
+            BOS_ID,
+            EOS_ID,
         ):
             raise ValueError("sentencepiece model was not trained with pad=0 unk=1 bos=2 eos=3")
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
@@ -61,7 +64,10 @@ def _train_sentencepiece(sentences: Iterable[str], tok_cfg: Any) -> bytes:
         character_coverage=float(tok_cfg.character_coverage),
         input_sentence_size=int(tok_cfg.input_sentence_size),
         shuffle_input_sentence=True,
-        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
         hard_vocab_limit=False,
         num_threads=2,
         minloglevel=2,
@@ -115,9 +121,7 @@ def load_or_train_tokenizers(
     """Source and target tokenizers (the same object when ``tok_cfg.joint``)."""
     cache_dir = Path(cache_dir)
     fingerprint = fingerprint or corpus_fingerprint(train)
-    settings = (
-        f"{tok_cfg.vocab_size}-{tok_cfg.model_type}-{tok_cfg.character_coverage}-{tok_cfg.input_sentence_size}"
-    )
+    settings = f"{tok_cfg.vocab_size}-{tok_cfg.model_type}-{tok_cfg.character_coverage}-{tok_cfg.input_sentence_size}"
     limit = int(tok_cfg.input_sentence_size)
 
     def side(column: str) -> Iterator[str]:
@@ -137,8 +141,6 @@ def load_or_train_tokenizers(
     toks = []
     for column in ("src", "tgt"):
         key = hashlib.sha256(f"{fingerprint}-{column}-{settings}".encode()).hexdigest()[:16]
-        proto = _cached(
-            cache_dir, key, lambda c=column: _train_sentencepiece(_sample(side(c), limit, 0), tok_cfg)
-        )
+        proto = _cached(cache_dir, key, lambda c=column: _train_sentencepiece(_sample(side(c), limit, 0), tok_cfg))
         toks.append(SubwordTokenizer(proto))
     return toks[0], toks[1]

@@ -57,7 +57,9 @@ def model_config(model_cfg: DictConfig | dict) -> tuple[str, Any]:
     return arch, _to_dataclass(MODELS[arch][1], values, f"model ({arch})")
 
 
-def build_model(model_cfg: DictConfig | dict, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool) -> Seq2SeqModel:
+def build_model(
+    model_cfg: DictConfig | dict, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool
+) -> Seq2SeqModel:
     """Build the architecture named by ``model_cfg.arch``."""
     arch, cfg = model_config(model_cfg)
     cls = MODELS[arch][0]

@@ -64,7 +64,9 @@ class LuongNMT(Seq2SeqModel):
         self.encoder = nn.LSTM(cfg.embed_dim, h, cfg.layers, batch_first=True, dropout=drop_between)
         dec_in = cfg.embed_dim + (h if cfg.input_feed else 0)
         self.decoder = nn.LSTM(dec_in, h, cfg.layers, batch_first=True, dropout=drop_between)
-        self.attention = None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
+        self.attention = (
+            None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
+        )
         self.W_c = nn.Linear(2 * h, h, bias=False)
         self.W_s = nn.Linear(h, tgt_vocab_size)
         for name, p in self.named_parameters():

@@ -138,4 +138,3 @@ class RNNEncDec(GRUDecoderModel):
     def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
         mask = memory.mask.float()
         return memory.extra["c"], mask / mask.sum(-1, keepdim=True)
-

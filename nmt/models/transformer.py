@@ -186,7 +186,9 @@ class Transformer(Seq2SeqModel):
         d = self.model_dim = cfg.d_model
         self.max_positions = cfg.max_positions
         self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=self.pad_id)
-        self.src_embed = self.tgt_embed if cfg.share_embeddings else nn.Embedding(src_vocab_size, d, padding_idx=self.pad_id)
+        self.src_embed = (
+            self.tgt_embed if cfg.share_embeddings else nn.Embedding(src_vocab_size, d, padding_idx=self.pad_id)
+        )
         self.register_buffer("positions", sinusoids(cfg.max_positions, d), persistent=False)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
