@@ -114,7 +114,6 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
         score = evaluate_set(translator, eval_set, run_dir / "eval", str(cfg.eval.tokenize))
         print_score(split, score)
         results["test"][split] = score.to_dict()
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
 

@@ -122,6 +122,12 @@ class Trainer:
             max_tokens=int(self.t.eval_max_tokens),
             device=device,
         )
+        if self.t.early_stopping.metric not in ("bleu", "loss", "ppl"):
+            raise ConfigError(f"trainer.early_stopping.metric={self.t.early_stopping.metric!r}: use bleu, loss or ppl")
+        if self.t.early_stopping.metric == "bleu" and not self.t.validate_bleu:
+            raise ConfigError(
+                "trainer.early_stopping.metric=bleu needs trainer.validate_bleu=true (or choose metric=loss)"
+            )
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
 
@@ -299,6 +305,8 @@ class Trainer:
         total = int(t.max_steps) if t.max_steps else None
         bar = tqdm(total=total, initial=self.state.step, disable=None, unit="step", dynamic_ncols=True)
         log_every, validate_every = int(t.log_every), int(t.validate_every)
+        checkpoint_every = int(t.checkpoint_every) or validate_every or 0
+        checkpoint_every = checkpoint_every if checkpoint_every > 0 else 1 << 62
         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
         session_start, elapsed_before = time.monotonic(), self.state.elapsed
         try:
@@ -341,6 +349,7 @@ class Trainer:
                         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
                     if validate_every and step % validate_every == 0:
                         self.validate()
+                    if step % checkpoint_every == 0:
                         self.save()
                     if self._stop_reason() is not None:
                         break

@@ -1,0 +1,87 @@
+"""Shared fixtures: real Multi30k data (a small slice of it) and tiny configs for fast CPU training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nmt.paths import CONFIG_DIR, REPO_ROOT
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+DATA_ROOT = Path(os.environ.get("NMT_DATA_ROOT") or REPO_ROOT.parent / "shared" / "data")
+MULTI30K = DATA_ROOT / "multi30k"
+N_PAIRS = 64
+
+
+def read_pairs(split: str, n: int, start: int = 0) -> tuple[list[str], list[str]]:
+    if not (MULTI30K / f"{split}.de").is_file():
+        pytest.fail(f"Multi30k not found under {DATA_ROOT}: set NMT_DATA_ROOT to the folder holding multi30k/")
+    de = (MULTI30K / f"{split}.de").read_text(encoding="utf-8").splitlines()[start : start + n]
+    en = (MULTI30K / f"{split}.en").read_text(encoding="utf-8").splitlines()[start : start + n]
+    return [s.strip() for s in de], [s.strip() for s in en]
+
+
+def write_split(folder: Path, stem: str, de: list[str], en: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.de").write_text("".join(s + "\n" for s in de), encoding="utf-8")
+    (folder / f"{stem}.en").write_text("".join(s + "\n" for s in en), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root whose multi30k/ holds the first 64 real training pairs as every split."""
+    root = tmp_path_factory.mktemp("data")
+    de, en = read_pairs("train", N_PAIRS)
+    for stem in ("train", "valid", "test2016"):
+        write_split(root / "multi30k", stem, de, en)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+TINY_MODELS: dict[str, list[str]] = {
+    "transformer": [
+        "model=transformer_small", "model.d_model=64", "model.ff_dim=128", "model.heads=4",
+        "model.encoder_layers=2", "model.decoder_layers=2", "model.dropout=0.0",
+    ],
+    "rnnsearch": ["model=rnnsearch", "model.embed_dim=64", "model.hidden_dim=64", "model.attention_dim=64",
+                  "model.maxout_dim=64", "model.dropout=0.0"],
+    "rnnencdec": ["model=rnnencdec", "model.embed_dim=64", "model.hidden_dim=128", "model.maxout_dim=64",
+                  "model.dropout=0.0"],
+    "luong": ["model=luong", "model.embed_dim=64", "model.hidden_dim=64", "model.layers=1", "model.dropout=0.0",
+              "model.attention.window=4"],
+}
+
+
+def tiny_config(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> DictConfig:
+    """A full training config: tiny model, 64 real pairs, small subword vocabulary, fast settings."""
+    overrides = [
+        f"data.root={root}", f"data.cache_dir={cache}", f"run_dir={run_dir}",
+        "data.tokenizer.vocab_size=400", "data.tokenizer.model_type=bpe",
+        "trainer.max_tokens=2000", "trainer.optimizer.lr=3e-3", "trainer.scheduler.kind=constant",
+        "trainer.scheduler.warmup=20", "trainer.label_smoothing=0.0", "trainer.clip_norm=1.0",
+        "trainer.validate_every=0", "trainer.validate_bleu=false", "trainer.early_stopping.metric=loss", "trainer.log_every=50",
+        "trainer.max_steps=300", "search.beam_size=1",
+        *TINY_MODELS[model.split(":")[0]], *(extra or []),
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_root: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a tiny Transformer that has memorised the 64 pairs."""
+    from nmt.train import run
+
+    run_dir = tmp_path_factory.mktemp("tiny_transformer")
+    run(tiny_config(tiny_root, cache_dir, run_dir, "transformer"))
+    return run_dir / "best.pt"

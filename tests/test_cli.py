@@ -1,0 +1,102 @@
+"""The console scripts as a user runs them: nmt-translate, nmt-evaluate and nmt-train's error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_pairs
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+
+BIN = Path(sys.executable).parent
+
+
+def cli(name: str, *args: str, stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / name), *args], input=stdin, capture_output=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_translate_stdin_keeps_one_line_per_input_line(tiny_checkpoint):
+    de, en = read_pairs("train", 3)
+    lines = [de[0], "", "   ", de[1], "\x07 ✨ 漢字 \t", de[2]]
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "search.beam_size=2",
+              stdin="".join(x + "\n" for x in lines).encode())
+    assert out.returncode == 0, out.stderr.decode()
+    got = out.stdout.decode().split("\n")
+    assert got[-1] == "" and len(got) - 1 == len(lines)
+    assert got[1] == "" and got[2] == ""
+    assert got[0] == en[0] and got[3] == en[1] and got[5] == en[2]
+
+
+def test_translate_file_to_file_and_nbest(tiny_checkpoint, tmp_path):
+    de, en = read_pairs("train", 5)
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(de[:2] + [""] + de[2:]) + "\n", encoding="utf-8")
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", f"input={src}", f"output={tmp_path / 'out.en'}",
+              "chunk_lines=2")
+    assert out.returncode == 0, out.stderr.decode()
+    assert (tmp_path / "out.en").read_text(encoding="utf-8").split("\n") == en[:2] + [""] + en[2:] + [""]
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", f"input={src}", "search.n_best=3",
+              "search.beam_size=3")
+    rows = [r.split("\t") for r in out.stdout.decode().splitlines()]
+    assert [int(r[0]) for r in rows] == [1, 1, 1, 2, 2, 2, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]
+    scores = [float(r[1]) for r in rows if r[0] == "1"]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_translate_rejects_non_utf8_input_with_line_number(tiny_checkpoint):
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", stdin=b"gut\nschlecht \xff\n")
+    assert out.returncode == 2
+    assert out.stderr.decode().strip() == (
+        "nmt-translate: error: <stdin>:2: not valid UTF-8 (invalid start byte at byte 9); re-encode it as UTF-8"
+    )
+
+
+def test_evaluate_prints_bleu_with_signature(tiny_checkpoint, tiny_root, tmp_path):
+    out = cli("nmt-evaluate", f"checkpoint={tiny_checkpoint}", "split=test2016", f"data_root={tiny_root}",
+              f"output_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    assert "test2016: BLEU = " in text and "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a" in text
+    hyps = (tmp_path / "test2016.hyp").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == 64
+
+
+def test_corrupt_checkpoint_is_reported(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    out = cli("nmt-translate", f"checkpoint={bad}", stdin=b"Hallo\n")
+    assert out.returncode == 2 and "is truncated or corrupt" in out.stderr.decode()
+    old = tmp_path / "old.pt"
+    payload = load_checkpoint(tiny_checkpoint)
+    payload.pop("format_version")
+    torch.save({**payload, "format_version": 0}, old)
+    out = cli("nmt-translate", f"checkpoint={old}", stdin=b"Hallo\n")
+    assert out.returncode == 2 and "format version 0" in out.stderr.decode()
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    assert load_checkpoint(path)["model"]["w"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model=lstm"], "Could not find 'model/lstm'"),
+        (["model.attention.kind=local_p"], "Key 'attention' is not in struct"),
+        (["+model.attention.kind=local_p"], "option(s) attention do not apply to this model"),
+        (["data.source=ftp"], "data.source='ftp': use 'local' or 'hub'"),
+    ],
+)
+def test_train_config_mistakes_are_explained(args, message, tiny_root, tmp_path):
+    out = cli("nmt-train", f"data.root={tiny_root}", f"run_dir={tmp_path}", *args)
+    assert out.returncode != 0
+    assert message in out.stderr.decode()

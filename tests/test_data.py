@@ -1,0 +1,125 @@
+"""Corpus loading (local files and the hub schema), tokenizer caching, batching and bad data files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import read_pairs, tiny_config, write_split
+from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.corpus import load_split
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_or_train_tokenizers
+from nmt.errors import DataError
+
+
+def data_cfg(root: Path, **changes):
+    cfg = tiny_config(root, root / "cache", root / "run", "transformer").data
+    for k, v in changes.items():
+        OmegaConf.update(cfg, k, v, merge=False)
+    return cfg
+
+
+def test_local_split_keeps_every_line_in_order(tiny_root):
+    ds = load_split(data_cfg(tiny_root), "test2016")
+    de, en = read_pairs("train", 64)
+    assert ds["src"] == de and ds["tgt"] == en
+
+
+@pytest.mark.parametrize("schema", ["translation", "columns"])
+def test_hub_schema_loads_like_local(tiny_root, tmp_path, schema):
+    """A folder in hub layout (parquet shards per split) goes through the same datasets.load_dataset call
+    that fetches ``bentrevett/multi30k`` or ``wmt14`` from the hub."""
+    de, en = read_pairs("train", 64)
+    rows = {"translation": [{"de": d, "en": e} for d, e in zip(de, en)]} if schema == "translation" else {"de": de, "en": en}
+    (tmp_path / "data").mkdir()
+    for split in ("train", "validation", "test"):
+        datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    cfg = data_cfg(tiny_root, source="hub", **{"hub.path": str(tmp_path)})
+    hub = load_split(cfg, "test2016")
+    local = load_split(data_cfg(tiny_root), "test2016")
+    assert hub["src"] == local["src"] and hub["tgt"] == local["tgt"]
+
+
+def test_unknown_split_names_choices(tiny_root):
+    with pytest.raises(DataError, match="no split 'test2099'.*test2016"):
+        load_split(data_cfg(tiny_root), "test2099")
+
+
+def test_line_count_mismatch_names_both_files(tmp_path):
+    write_split(tmp_path / "multi30k", "train", ["a", "b", "c"], ["x", "y"])
+    with pytest.raises(DataError, match=r"train\.de has 3 lines but .*train\.en has 2"):
+        load_split(data_cfg(tmp_path), "train")
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    write_split(tmp_path / "multi30k", "train", ["a", "b", "c"], ["x", "y", "z"])
+    (tmp_path / "multi30k" / "train.de").write_bytes(b"a\nb\xe4c\nc\n")
+    with pytest.raises(DataError, match=r"train\.de:2: not valid UTF-8"):
+        load_split(data_cfg(tmp_path), "train")
+
+
+def test_missing_files_say_where_data_is_looked_for(tmp_path):
+    with pytest.raises(DataError, match=r"data file not found: .*multi30k/train\.de.*NMT_DATA_ROOT"):
+        load_split(data_cfg(tmp_path), "train")
+
+
+def test_tokenizer_is_trained_once_and_reused(tiny_root, tmp_path):
+    cfg = data_cfg(tiny_root)
+    ds = load_split(cfg, "train")
+    src, tgt = load_or_train_tokenizers(ds, cfg.tokenizer, tmp_path)
+    assert src is tgt  # joint vocabulary
+    files = list(tmp_path.glob("spm-*.model"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    again, _ = load_or_train_tokenizers(ds, cfg.tokenizer, tmp_path)
+    assert again.digest == src.digest and files[0].stat().st_mtime_ns == mtime
+    assert (src.pad_id, src.unk_id, src.bos_id, src.eos_id) == (0, 1, 2, 3)
+    assert src.decode(src.encode([ds["src"][0]])[0]) == ds["src"][0]
+
+
+def _sampler(n=500, **kw):
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 60, n), rng.integers(1, 60, n)
+    return src, tgt, TokenBatchSampler(src, tgt, max_tokens=kw.pop("max_tokens", 400), **kw)
+
+
+def test_sampler_covers_each_example_once_within_budget():
+    src, tgt, sampler = _sampler(shuffle=True, seed=3)
+    batches = sampler.epoch_batches(0)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(src)))
+    for b in batches:
+        assert len(b) * max((src[b] + 1).max(), (tgt[b] + 1).max()) <= 400
+    assert [b.tolist() for b in sampler.epoch_batches(0)] == [b.tolist() for b in batches]
+    _, _, other = _sampler(shuffle=True, seed=3)
+    assert [b.tolist() for b in other.epoch_batches(1)] != [b.tolist() for b in batches]
+
+
+def test_sampler_resume_skips_consumed_batches_and_shards():
+    _, _, sampler = _sampler(shuffle=True, seed=3)
+    full = list(sampler)
+    sampler.set_epoch(0, start=5)
+    assert list(sampler) == full[5:]
+    shards = [list(_sampler(shuffle=True, seed=3, rank=r, world_size=2)[2]) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == len(full) // 2
+    assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1]))
+
+
+def test_sorted_sampler_for_decoding_keeps_everything():
+    src, _, sampler = _sampler(shuffle=False)
+    flat = np.concatenate(sampler.epoch_batches(0))
+    assert sorted(flat.tolist()) == list(range(len(src)))
+    assert np.all(np.diff(src[flat]) >= 0)
+
+
+def test_collate_adds_specials_and_pads():
+    b = collate([7, 9], [[5, 6, 7], [8]], [[10], [11, 12]])
+    assert b.src.tolist() == [[5, 6, 7, EOS_ID], [8, EOS_ID, PAD_ID, PAD_ID]]
+    assert b.src_lengths.tolist() == [4, 2]
+    assert b.tgt_in.tolist() == [[BOS_ID, 10, PAD_ID], [BOS_ID, 11, 12]]
+    assert b.tgt_out.tolist() == [[10, EOS_ID, PAD_ID], [11, 12, EOS_ID]]
+    assert b.ntokens == 5 and b.indices.tolist() == [7, 9]

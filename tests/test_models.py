@@ -1,0 +1,148 @@
+"""Model-level checks: the papers' score functions against direct formulas, incremental decoding,
+the loss, the schedules, and config validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from nmt.data.batching import pad_sequences
+from nmt.errors import ConfigError
+from nmt.loss import label_smoothed_nll
+from nmt.models import build_model
+from nmt.models.attention import AdditiveAttention, LuongAttention
+from nmt.models.rnn_encoder import reverse_padded
+from nmt.trainer import learning_rate
+
+torch.manual_seed(0)
+
+SEQS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15, 16], [17, 18]]
+TINY = {
+    "transformer": {"arch": "transformer", "d_model": 32, "ff_dim": 64, "heads": 4, "encoder_layers": 2,
+                    "decoder_layers": 2},
+    "rnnsearch": {"arch": "rnnsearch", "embed_dim": 16, "hidden_dim": 24, "attention_dim": 20, "maxout_dim": 12},
+    "rnnencdec": {"arch": "rnnencdec", "embed_dim": 16, "hidden_dim": 24, "maxout_dim": 12},
+    "luong": {"arch": "luong", "embed_dim": 16, "hidden_dim": 24, "layers": 2,
+              "attention": {"score": "concat", "kind": "local_p", "window": 2}},
+    "luong-nofeed": {"arch": "luong", "embed_dim": 16, "hidden_dim": 24, "layers": 2, "input_feed": False},
+}
+
+
+def _batch():
+    src = pad_sequences(SEQS, suffix=3)
+    return src, torch.tensor([len(s) + 1 for s in SEQS])
+
+
+def test_additive_score_is_bahdanau_eq6():
+    att = AdditiveAttention(query_dim=5, key_dim=6, attn_dim=4)
+    s_prev, h = torch.randn(2, 5), torch.randn(2, 3, 6)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    ctx, alpha = att(s_prev, att.project_keys(h), h, mask)
+    for b in range(2):
+        e = torch.stack([att.v_a.weight[0] @ torch.tanh(att.W_a.weight @ s_prev[b] + att.U_a.weight @ h[b, j]
+                                                         + att.U_a.bias) for j in range(3)])
+        e[~mask[b]] = -math.inf
+        a = torch.softmax(e, 0)
+        torch.testing.assert_close(alpha[b], a)
+        torch.testing.assert_close(ctx[b], (a[:, None] * h[b]).sum(0))
+    assert alpha[1, 2] == 0
+
+
+@pytest.mark.parametrize("score", ["dot", "general", "concat", "location"])
+def test_luong_global_scores_are_eq8(score):
+    att = LuongAttention(hidden=6, score=score, kind="global", window=2, max_src_len=8)
+    h_t, h_s = torch.randn(1, 1, 6), torch.randn(1, 4, 6)
+    mask, lengths = torch.ones(1, 4, dtype=torch.bool), torch.tensor([4])
+    ctx, a = att(h_t, att.project_keys(h_s), h_s, mask, lengths, torch.tensor([0]))
+    ht, hs = h_t[0, 0], h_s[0]
+    if score == "dot":
+        e = hs @ ht
+    elif score == "general":
+        e = torch.stack([ht @ (att.W_a.weight @ hs[s]) for s in range(4)])
+    elif score == "concat":
+        c = att.concat
+        e = torch.stack([c.v_a.weight[0] @ torch.tanh(c.W_a.weight @ ht + c.U_a.weight @ hs[s] + c.U_a.bias)
+                         for s in range(4)])
+    else:
+        e = (att.W_loc.weight @ ht + att.W_loc.bias)[:4]
+    torch.testing.assert_close(a[0, 0], torch.softmax(e, 0))
+    torch.testing.assert_close(ctx[0, 0], (torch.softmax(e, 0)[:, None] * hs).sum(0))
+
+
+def test_luong_local_p_is_eq9_eq10_and_zero_outside_window():
+    D = 2
+    att = LuongAttention(hidden=6, score="general", kind="local_p", window=D, max_src_len=16)
+    h_t, h_s = torch.randn(2, 3, 6), torch.randn(2, 12, 6)
+    lengths = torch.tensor([12, 7])
+    mask = torch.arange(12)[None] < lengths[:, None]
+    a, p_t = att.weights(h_t, att.project_keys(h_s), mask, lengths, torch.arange(3))
+    for b in range(2):
+        for t in range(3):
+            S = int(lengths[b])
+            p = S * torch.sigmoid(att.v_p.weight[0] @ torch.tanh(att.W_p.weight @ h_t[b, t]))
+            torch.testing.assert_close(p_t[b, t], p)
+            s = torch.arange(12, dtype=torch.float)
+            inside = ((s - p).abs() <= D) & mask[b]
+            assert torch.all(a[b, t][~inside] == 0)
+            e = h_t[b, t] @ att.W_a(h_s[b]).T
+            align = torch.softmax(e.masked_fill(~inside, -math.inf), 0)
+            torch.testing.assert_close(a[b, t], align * torch.exp(-((s - p) ** 2) / (2 * (D / 2) ** 2)))
+
+
+def test_reverse_keeps_eos_and_padding():
+    src, lengths = _batch()
+    rev = reverse_padded(src, lengths)
+    assert rev[1].tolist() == [16, 15, 14, 13, 3, 0, 0, 0, 0]
+    assert torch.equal(reverse_padded(rev, lengths), src)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_incremental_decoding_matches_teacher_forcing(name):
+    model = build_model(TINY[name], 40, 40, shared_vocab=True).eval()
+    src, lengths = _batch()
+    tgt = torch.randint(4, 40, (3, 6))
+    full, att = model(src, lengths, tgt, need_attention=True)
+    memory = model.encode(src, lengths)
+    state, steps = model.init_state(memory), []
+    for t in range(6):
+        logits, state, _ = model.decode(tgt[:, t : t + 1], memory, state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
+    assert att.shape == (3, 6, src.size(1))
+    assert torch.all(att[2, :, 3:] == 0)
+
+
+def test_inapplicable_option_is_refused():
+    cfg = {**TINY["transformer"], "attention": {"kind": "local_p"}}
+    with pytest.raises(ConfigError, match="attention.*do not apply.*valid options"):
+        build_model(cfg, 40, 40, shared_vocab=True)
+    with pytest.raises(ConfigError, match="not a registered model.*luong.*transformer"):
+        build_model({"arch": "lstm"}, 40, 40, shared_vocab=True)
+    with pytest.raises(ConfigError, match="joint vocabulary"):
+        build_model(TINY["transformer"], 40, 50, shared_vocab=False)
+
+
+def test_label_smoothed_loss_matches_pytorch():
+    logits = torch.randn(2, 5, 11, requires_grad=True)
+    target = torch.randint(1, 11, (2, 5))
+    target[0, 3:] = 0
+    loss, nll, n = label_smoothed_nll(logits, target, 0.1)
+    ref = torch.nn.functional.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0,
+                                            label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(loss, ref)
+    assert n == 8
+    (g,), (g_ref,) = torch.autograd.grad(loss, logits), torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_schedules():
+    inv = OmegaConf.create({"kind": "inverse_sqrt", "warmup": 100, "factor": 1.0})
+    assert learning_rate(50, inv, 1e-3, 512) == pytest.approx(5e-4)
+    assert learning_rate(100, inv, 1e-3, 512) == pytest.approx(1e-3)
+    assert learning_rate(400, inv, 1e-3, 512) == pytest.approx(5e-4)
+    noam = OmegaConf.create({"kind": "noam", "warmup": 4000, "factor": 1.0})
+    assert learning_rate(4000, noam, 0.0, 512) == pytest.approx(512**-0.5 * 4000**-0.5)
+    assert learning_rate(100, noam, 0.0, 512) == pytest.approx(512**-0.5 * 100 * 4000**-1.5)

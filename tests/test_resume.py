@@ -1,0 +1,57 @@
+"""Resuming continues the same run: step, learning rate, data position and weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from nmt.checkpoint import load_checkpoint, step_checkpoints
+from nmt.errors import ConfigError
+from nmt.train import run
+from nmt.trainer import learning_rate
+
+SCHEDULE = ["trainer.scheduler.kind=inverse_sqrt", "trainer.scheduler.warmup=10", "model.dropout=0.1",
+            "trainer.max_tokens=600", "trainer.eval_max_tokens=2000"]
+
+
+def _final_weights(run_dir):
+    return load_checkpoint(step_checkpoints(run_dir)[0])["model"]
+
+
+def test_resume_equals_uninterrupted(tiny_root, cache_dir, tmp_path):
+    straight = tmp_path / "straight"
+    run(tiny_config(tiny_root, cache_dir, straight, "transformer", [*SCHEDULE, "trainer.max_steps=24"]))
+
+    resumed = tmp_path / "resumed"
+    run(tiny_config(tiny_root, cache_dir, resumed, "transformer", [*SCHEDULE, "trainer.max_steps=10"]))
+    ckpt = load_checkpoint(step_checkpoints(resumed)[0])
+    assert ckpt["trainer"]["step"] == 10
+    assert 0 < ckpt["trainer"]["batch_in_epoch"]  # stopped inside an epoch (the tiny epoch has several batches)
+    cfg = tiny_config(tiny_root, cache_dir, resumed, "transformer", [*SCHEDULE, "trainer.max_steps=24"])
+    lr_10 = learning_rate(10, cfg.trainer.scheduler, float(cfg.trainer.optimizer.lr), 64)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_10)
+    run(cfg)
+    final = load_checkpoint(step_checkpoints(resumed)[0])
+    assert final["trainer"]["step"] == 24
+    a, b = _final_weights(straight), _final_weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_refuses_other_model(tiny_root, cache_dir, tmp_path):
+    run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", ["trainer.max_steps=2"]))
+    cfg = tiny_config(tiny_root, cache_dir, tmp_path, "rnnsearch", ["trainer.max_steps=4"])
+    try:
+        run(cfg)
+    except ConfigError as e:
+        assert "different model or data config" in str(e)
+    else:
+        raise AssertionError("resuming with another model must fail")
+    cfg = tiny_config(tiny_root, cache_dir, tmp_path, "transformer", ["trainer.max_steps=4", "resume=false"])
+    try:
+        run(cfg)
+    except ConfigError as e:
+        assert "resume=true" in str(e)
+    else:
+        raise AssertionError("resume=false on a run directory with checkpoints must fail")
