@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.checkpoint import average_weights, latest_checkpoint, load_checkpoint, step_checkpoints
 from nmt.cli import report_user_errors, set_threads
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
+from nmt.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.errors import ConfigError
 from nmt.evaluate import evaluate_set, print_score, search_config
 from nmt.models import build_model
@@ -117,29 +118,51 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
     return results
 
 
+def _prepare_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
+    """Rank 0 trains the tokenizer and writes the caches; the other ranks then read them."""
+    if ctx.is_main:
+        data = prepare_training_data(cfg.data)
+    barrier(ctx)
+    if not ctx.is_main:
+        data = prepare_training_data(cfg.data)
+    return data
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or continue) the configured run and evaluate it; returns the results summary."""
+    """Train (or continue) the configured run and evaluate it; returns the results summary (rank 0)."""
     set_threads(int(cfg.trainer.threads))
+    ctx = init_distributed(str(cfg.trainer.device))
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    cfg.run_dir = broadcast(str(cfg.run_dir), ctx)  # one run directory even if it contains ${now:}
     run_dir = Path(cfg.run_dir)
     start = resume_point(cfg, run_dir)
     torch.manual_seed(int(cfg.trainer.seed))
     random.seed(int(cfg.trainer.seed))
-    data = prepare_training_data(cfg.data)
+    data = _prepare_data(cfg, ctx)
     model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.arch, n_params / 1e6)
     device = pick_device(str(cfg.trainer.device))
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
     extra = {"config": OmegaConf.to_yaml(cfg, resolve=True), "tokenizers": tokenizer_payload(data)}
-    trainer = Trainer(cfg, model, data, run_dir, device, extra)
+    trainer = Trainer(cfg, model, data, run_dir, device, extra, ctx)
     if start is not None:
         trainer.restore(start[1])
-    state = trainer.train()
-    if state.stop_reason and state.stop_reason.startswith("interrupted"):
-        print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
-        raise SystemExit(130)
-    results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    return results
+    try:
+        state = trainer.train()
+        if state.stop_reason and state.stop_reason.startswith("interrupted"):
+            if ctx.is_main:
+                print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
+            raise SystemExit(130)
+        if not ctx.is_main:
+            return {}
+        results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        return results
+    finally:
+        shutdown(ctx)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

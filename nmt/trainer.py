@@ -15,6 +15,7 @@ import math
 import random
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from nmt.checkpoint import prune_checkpoints, save_checkpoint
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
 from nmt.data.prepare import EvalSet, TrainingData
+from nmt.distributed import DistContext, barrier, broadcast
 from nmt.errors import ConfigError, NmtError
 from nmt.loss import label_smoothed_nll
 from nmt.metrics import corpus_bleu
@@ -87,10 +89,16 @@ class Trainer:
         run_dir: Path,
         device: torch.device,
         checkpoint_extra: dict[str, Any],
+        dist_ctx: DistContext | None = None,
     ):
         self.cfg, self.t = cfg, cfg.trainer
         self.model, self.data, self.run_dir, self.device = model.to(device), data, Path(run_dir), device
         self.checkpoint_extra = checkpoint_extra  # config text and tokenizers, stored in every checkpoint
+        self.ctx = dist_ctx or DistContext()
+        self.train_model: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         opt = self.t.optimizer
         self.optimizer = torch.optim.Adam(
             model.parameters(),
@@ -108,6 +116,8 @@ class Trainer:
             shuffle=True,
             seed=int(self.t.seed),
             max_sentences=self.t.max_sentences,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
         )
         self.state = TrainState()
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.t.amp))
@@ -159,8 +169,10 @@ class Trainer:
         )
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
-        prune_checkpoints(self.run_dir, int(self.t.keep_last))
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
+            prune_checkpoints(self.run_dir, int(self.t.keep_last))
+        barrier(self.ctx)
 
     # ---- steps ------------------------------------------------------------------------------------
     def _set_lr(self) -> float:
@@ -169,11 +181,11 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _forward_loss(self, batch: Batch) -> tuple[Tensor, Tensor, int]:
+    def _forward_loss(self, batch: Batch, model: torch.nn.Module | None = None) -> tuple[Tensor, Tensor, int]:
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
         ):
-            logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+            logits, _ = (model or self.model)(batch.src, batch.src_lengths, batch.tgt_in)
         return label_smoothed_nll(logits, batch.tgt_out, float(self.t.label_smoothing))
 
     def train_step(self, batches: list[Batch]) -> tuple[float, int] | None:
@@ -186,13 +198,20 @@ class Trainer:
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         total_nll, total_tokens, finite = 0.0, 0, True
-        for batch in batches:
+        for i, batch in enumerate(batches):
             batch = batch.to(self.device)
-            loss, nll, ntok = self._forward_loss(batch)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            self.scaler.scale(loss / ntok / len(batches)).backward()
+            # DDP all-reduces gradients on the last micro-batch only.
+            sync = i == len(batches) - 1 or not self.ctx.enabled
+            try:
+                with nullcontext() if sync else self.train_model.no_sync():
+                    loss, nll, ntok = self._forward_loss(batch, self.train_model)
+                    if not torch.isfinite(loss):
+                        finite = False
+                        break
+                    self.scaler.scale(loss / ntok / len(batches)).backward()
+            except torch.OutOfMemoryError:
+                self._skip_out_of_memory(batch)
+                return None
             total_nll += float(nll)
             total_tokens += ntok
         if finite:
@@ -223,6 +242,21 @@ class Trainer:
             self.writer.add_scalar("train/lr", lr, self.state.step)
         return total_nll, total_tokens
 
+    def _skip_out_of_memory(self, batch: Batch) -> None:
+        """Drop the batch that did not fit, free its memory and go on; the run is not lost."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.state.skipped_steps += 1
+        log.warning(
+            "step %d: out of memory on a batch of source %s and target %s tokens; batch skipped. "
+            "Lower trainer.max_tokens (now %d) or raise trainer.accumulate to keep the effective batch",
+            self.state.step + 1,
+            tuple(batch.src.shape),
+            tuple(batch.tgt_out.shape),
+            int(self.t.max_tokens),
+        )
+
     # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()
     def valid_loss(self, eval_set: EvalSet) -> float:
@@ -237,7 +271,13 @@ class Trainer:
             total, count = total + float(nll), count + ntok
         return total / max(count, 1)
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> dict[str, float] | None:
+        """Validate on rank 0 (loss, perplexity, greedy BLEU), keep best.pt; other ranks wait."""
+        record = self._validate() if self.ctx.is_main else None
+        barrier(self.ctx)
+        return record
+
+    def _validate(self) -> dict[str, float]:
         valid = self.data.valid
         started = time.monotonic()
         loss = self.valid_loss(valid)
@@ -292,6 +332,10 @@ class Trainer:
             return f"early stopping: no better valid {t.early_stopping.metric} in {s.bad_validations} validations"
         return None
 
+    def _agreed_stop(self) -> str | None:
+        """Rank 0's stop decision, the same on every rank."""
+        return broadcast(self._stop_reason(), self.ctx)
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signal.Signals(signum).name
         signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
@@ -300,17 +344,30 @@ class Trainer:
         """Train until a stop condition holds; always leaves a checkpoint of the final state."""
         t = self.t
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard")) if self.ctx.is_main else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         total = int(t.max_steps) if t.max_steps else None
-        bar = tqdm(total=total, initial=self.state.step, disable=None, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=self.state.step,
+            disable=None if self.ctx.is_main else True,
+            unit="step",
+            dynamic_ncols=True,
+        )
         log_every, validate_every = int(t.log_every), int(t.validate_every)
         checkpoint_every = int(t.checkpoint_every) or validate_every or 0
         checkpoint_every = checkpoint_every if checkpoint_every > 0 else 1 << 62
+        log.info(
+            "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step",
+            int(t.max_tokens),
+            self.ctx.world_size,
+            int(t.accumulate),
+            int(t.max_tokens) * self.ctx.world_size * int(t.accumulate),
+        )
         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
         session_start, elapsed_before = time.monotonic(), self.state.elapsed
         try:
-            while (reason := self._stop_reason()) is None:
+            while (reason := self._agreed_stop()) is None:
                 self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
                 pending: list[Batch] = []
                 for batch in batch_loader(self.data.train, self.sampler, int(t.num_workers)):
@@ -344,26 +401,29 @@ class Trainer:
                             rate,
                             self.state.elapsed / 60,
                         )
-                        self.writer.add_scalar("train/nll", loss, step)
-                        self.writer.add_scalar("train/tokens_per_s", rate, step)
+                        if self.writer:
+                            self.writer.add_scalar("train/nll", loss, step)
+                            self.writer.add_scalar("train/tokens_per_s", rate, step)
                         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
                     if validate_every and step % validate_every == 0:
                         self.validate()
                     if step % checkpoint_every == 0:
                         self.save()
-                    if self._stop_reason() is not None:
+                    if self._agreed_stop() is not None:
                         break
                 else:
                     self.state.epoch += 1
                     self.state.batch_in_epoch = 0
             self.state.stop_reason = reason
             log.info("stopping: %s (step %d, %.1f min)", reason, self.state.step, self.state.elapsed / 60)
-            if not self._stop_signal and not any(h["step"] == self.state.step for h in self.state.history):
+            interrupted = reason.startswith("interrupted")
+            if not interrupted and not any(h["step"] == self.state.step for h in self.state.history):
                 self.validate()
             self.save()
         finally:
             bar.close()
-            self.writer.close()
+            if self.writer:
+                self.writer.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return self.state

@@ -1,6 +1,6 @@
 """Print the parameter count of every shipped model config (the README's model table).
 
-    python scripts/param_counts.py [--vocab 8000]
+python scripts/param_counts.py [--vocab 8000]
 """
 
 from __future__ import annotations

@@ -50,28 +50,62 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_MODELS: dict[str, list[str]] = {
     "transformer": [
-        "model=transformer_small", "model.d_model=64", "model.ff_dim=128", "model.heads=4",
-        "model.encoder_layers=2", "model.decoder_layers=2", "model.dropout=0.0",
+        "model=transformer_small",
+        "model.d_model=64",
+        "model.ff_dim=128",
+        "model.heads=4",
+        "model.encoder_layers=2",
+        "model.decoder_layers=2",
+        "model.dropout=0.0",
     ],
-    "rnnsearch": ["model=rnnsearch", "model.embed_dim=64", "model.hidden_dim=64", "model.attention_dim=64",
-                  "model.maxout_dim=64", "model.dropout=0.0"],
-    "rnnencdec": ["model=rnnencdec", "model.embed_dim=64", "model.hidden_dim=128", "model.maxout_dim=64",
-                  "model.dropout=0.0"],
-    "luong": ["model=luong", "model.embed_dim=64", "model.hidden_dim=64", "model.layers=1", "model.dropout=0.0",
-              "model.attention.window=4"],
+    "rnnsearch": [
+        "model=rnnsearch",
+        "model.embed_dim=64",
+        "model.hidden_dim=64",
+        "model.attention_dim=64",
+        "model.maxout_dim=64",
+        "model.dropout=0.0",
+    ],
+    "rnnencdec": [
+        "model=rnnencdec",
+        "model.embed_dim=64",
+        "model.hidden_dim=128",
+        "model.maxout_dim=64",
+        "model.dropout=0.0",
+    ],
+    "luong": [
+        "model=luong",
+        "model.embed_dim=64",
+        "model.hidden_dim=64",
+        "model.layers=1",
+        "model.dropout=0.0",
+        "model.attention.window=4",
+    ],
 }
 
 
 def tiny_config(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> DictConfig:
     """A full training config: tiny model, 64 real pairs, small subword vocabulary, fast settings."""
     overrides = [
-        f"data.root={root}", f"data.cache_dir={cache}", f"run_dir={run_dir}",
-        "data.tokenizer.vocab_size=400", "data.tokenizer.model_type=bpe",
-        "trainer.max_tokens=2000", "trainer.optimizer.lr=3e-3", "trainer.scheduler.kind=constant",
-        "trainer.scheduler.warmup=20", "trainer.label_smoothing=0.0", "trainer.clip_norm=1.0",
-        "trainer.validate_every=0", "trainer.validate_bleu=false", "trainer.early_stopping.metric=loss", "trainer.log_every=50",
-        "trainer.max_steps=300", "search.beam_size=1",
-        *TINY_MODELS[model.split(":")[0]], *(extra or []),
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        f"run_dir={run_dir}",
+        "data.tokenizer.vocab_size=400",
+        "data.tokenizer.model_type=bpe",
+        "trainer.max_tokens=2000",
+        "trainer.optimizer.lr=3e-3",
+        "trainer.scheduler.kind=constant",
+        "trainer.scheduler.warmup=20",
+        "trainer.label_smoothing=0.0",
+        "trainer.clip_norm=1.0",
+        "trainer.validate_every=0",
+        "trainer.validate_bleu=false",
+        "trainer.early_stopping.metric=loss",
+        "trainer.log_every=50",
+        "trainer.max_steps=300",
+        "search.beam_size=1",
+        *TINY_MODELS[model.split(":")[0]],
+        *(extra or []),
     ]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)

@@ -9,23 +9,32 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import read_pairs
+
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 
 BIN = Path(sys.executable).parent
 
 
 def cli(name: str, *args: str, stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *args], input=stdin, capture_output=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run(
+        [str(BIN / name), *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def test_translate_stdin_keeps_one_line_per_input_line(tiny_checkpoint):
     de, en = read_pairs("train", 3)
     lines = [de[0], "", "   ", de[1], "\x07 ✨ 漢字 \t", de[2]]
-    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "search.beam_size=2",
-              stdin="".join(x + "\n" for x in lines).encode())
+    out = cli(
+        "nmt-translate",
+        f"checkpoint={tiny_checkpoint}",
+        "search.beam_size=2",
+        stdin="".join(x + "\n" for x in lines).encode(),
+    )
     assert out.returncode == 0, out.stderr.decode()
     got = out.stdout.decode().split("\n")
     assert got[-1] == "" and len(got) - 1 == len(lines)
@@ -37,12 +46,16 @@ def test_translate_file_to_file_and_nbest(tiny_checkpoint, tmp_path):
     de, en = read_pairs("train", 5)
     src = tmp_path / "in.de"
     src.write_text("\n".join(de[:2] + [""] + de[2:]) + "\n", encoding="utf-8")
-    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", f"input={src}", f"output={tmp_path / 'out.en'}",
-              "chunk_lines=2")
+    out = cli(
+        "nmt-translate",
+        f"checkpoint={tiny_checkpoint}",
+        f"input={src}",
+        f"output={tmp_path / 'out.en'}",
+        "chunk_lines=2",
+    )
     assert out.returncode == 0, out.stderr.decode()
     assert (tmp_path / "out.en").read_text(encoding="utf-8").split("\n") == en[:2] + [""] + en[2:] + [""]
-    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", f"input={src}", "search.n_best=3",
-              "search.beam_size=3")
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", f"input={src}", "search.n_best=3", "search.beam_size=3")
     rows = [r.split("\t") for r in out.stdout.decode().splitlines()]
     assert [int(r[0]) for r in rows] == [1, 1, 1, 2, 2, 2, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]
     scores = [float(r[1]) for r in rows if r[0] == "1"]
@@ -58,8 +71,13 @@ def test_translate_rejects_non_utf8_input_with_line_number(tiny_checkpoint):
 
 
 def test_evaluate_prints_bleu_with_signature(tiny_checkpoint, tiny_root, tmp_path):
-    out = cli("nmt-evaluate", f"checkpoint={tiny_checkpoint}", "split=test2016", f"data_root={tiny_root}",
-              f"output_dir={tmp_path}")
+    out = cli(
+        "nmt-evaluate",
+        f"checkpoint={tiny_checkpoint}",
+        "split=test2016",
+        f"data_root={tiny_root}",
+        f"output_dir={tmp_path}",
+    )
     assert out.returncode == 0, out.stderr.decode()
     text = out.stdout.decode()
     assert "test2016: BLEU = " in text and "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a" in text

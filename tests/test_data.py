@@ -7,9 +7,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from conftest import read_pairs, tiny_config, write_split
 from omegaconf import OmegaConf
 
-from conftest import read_pairs, tiny_config, write_split
 from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.corpus import load_split
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_or_train_tokenizers
@@ -34,7 +34,11 @@ def test_hub_schema_loads_like_local(tiny_root, tmp_path, schema):
     """A folder in hub layout (parquet shards per split) goes through the same datasets.load_dataset call
     that fetches ``bentrevett/multi30k`` or ``wmt14`` from the hub."""
     de, en = read_pairs("train", 64)
-    rows = {"translation": [{"de": d, "en": e} for d, e in zip(de, en)]} if schema == "translation" else {"de": de, "en": en}
+    rows = (
+        {"translation": [{"de": d, "en": e} for d, e in zip(de, en)]}
+        if schema == "translation"
+        else {"de": de, "en": en}
+    )
     (tmp_path / "data").mkdir()
     for split in ("train", "validation", "test"):
         datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))

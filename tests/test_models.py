@@ -21,12 +21,23 @@ torch.manual_seed(0)
 
 SEQS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15, 16], [17, 18]]
 TINY = {
-    "transformer": {"arch": "transformer", "d_model": 32, "ff_dim": 64, "heads": 4, "encoder_layers": 2,
-                    "decoder_layers": 2},
+    "transformer": {
+        "arch": "transformer",
+        "d_model": 32,
+        "ff_dim": 64,
+        "heads": 4,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+    },
     "rnnsearch": {"arch": "rnnsearch", "embed_dim": 16, "hidden_dim": 24, "attention_dim": 20, "maxout_dim": 12},
     "rnnencdec": {"arch": "rnnencdec", "embed_dim": 16, "hidden_dim": 24, "maxout_dim": 12},
-    "luong": {"arch": "luong", "embed_dim": 16, "hidden_dim": 24, "layers": 2,
-              "attention": {"score": "concat", "kind": "local_p", "window": 2}},
+    "luong": {
+        "arch": "luong",
+        "embed_dim": 16,
+        "hidden_dim": 24,
+        "layers": 2,
+        "attention": {"score": "concat", "kind": "local_p", "window": 2},
+    },
     "luong-nofeed": {"arch": "luong", "embed_dim": 16, "hidden_dim": 24, "layers": 2, "input_feed": False},
 }
 
@@ -42,8 +53,12 @@ def test_additive_score_is_bahdanau_eq6():
     mask = torch.tensor([[True, True, True], [True, True, False]])
     ctx, alpha = att(s_prev, att.project_keys(h), h, mask)
     for b in range(2):
-        e = torch.stack([att.v_a.weight[0] @ torch.tanh(att.W_a.weight @ s_prev[b] + att.U_a.weight @ h[b, j]
-                                                         + att.U_a.bias) for j in range(3)])
+        e = torch.stack(
+            [
+                att.v_a.weight[0] @ torch.tanh(att.W_a.weight @ s_prev[b] + att.U_a.weight @ h[b, j] + att.U_a.bias)
+                for j in range(3)
+            ]
+        )
         e[~mask[b]] = -math.inf
         a = torch.softmax(e, 0)
         torch.testing.assert_close(alpha[b], a)
@@ -64,8 +79,9 @@ def test_luong_global_scores_are_eq8(score):
         e = torch.stack([ht @ (att.W_a.weight @ hs[s]) for s in range(4)])
     elif score == "concat":
         c = att.concat
-        e = torch.stack([c.v_a.weight[0] @ torch.tanh(c.W_a.weight @ ht + c.U_a.weight @ hs[s] + c.U_a.bias)
-                         for s in range(4)])
+        e = torch.stack(
+            [c.v_a.weight[0] @ torch.tanh(c.W_a.weight @ ht + c.U_a.weight @ hs[s] + c.U_a.bias) for s in range(4)]
+        )
     else:
         e = (att.W_loc.weight @ ht + att.W_loc.bias)[:4]
     torch.testing.assert_close(a[0, 0], torch.softmax(e, 0))
@@ -130,8 +146,9 @@ def test_label_smoothed_loss_matches_pytorch():
     target = torch.randint(1, 11, (2, 5))
     target[0, 3:] = 0
     loss, nll, n = label_smoothed_nll(logits, target, 0.1)
-    ref = torch.nn.functional.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0,
-                                            label_smoothing=0.1, reduction="sum")
+    ref = torch.nn.functional.cross_entropy(
+        logits.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=0.1, reduction="sum"
+    )
     torch.testing.assert_close(loss, ref)
     assert n == 8
     (g,), (g_ref,) = torch.autograd.grad(loss, logits), torch.autograd.grad(ref, logits)

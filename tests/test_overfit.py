@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from nmt.data.batching import collate
 from nmt.search import SearchConfig, generate
 from nmt.train import run

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from nmt.checkpoint import load_checkpoint, step_checkpoints
 from nmt.errors import ConfigError
 from nmt.train import run
 from nmt.trainer import learning_rate
 
-SCHEDULE = ["trainer.scheduler.kind=inverse_sqrt", "trainer.scheduler.warmup=10", "model.dropout=0.1",
-            "trainer.max_tokens=600", "trainer.eval_max_tokens=2000"]
+SCHEDULE = [
+    "trainer.scheduler.kind=inverse_sqrt",
+    "trainer.scheduler.warmup=10",
+    "model.dropout=0.1",
+    "trainer.max_tokens=600",
+    "trainer.eval_max_tokens=2000",
+]
 
 
 def _final_weights(run_dir):

@@ -1,0 +1,57 @@
+"""torchrun DDP on CPU (gloo): 2 ranks equal 1 rank with 2-batch accumulation, and resume works under it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from nmt.checkpoint import load_checkpoint, step_checkpoints
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def args(root: Path, cache: Path, run_dir: Path, steps: int, accumulate: int) -> list[str]:
+    return [
+        f"data.root={root}", f"data.cache_dir={cache}", f"run_dir={run_dir}", "data.tokenizer.vocab_size=400",
+        "data.tokenizer.model_type=bpe", "model.d_model=64", "model.ff_dim=128", "model.encoder_layers=1",
+        "model.decoder_layers=1", "model.dropout=0.0", "trainer.max_tokens=300", f"trainer.max_steps={steps}",
+        f"trainer.accumulate={accumulate}", "trainer.validate_every=0", "trainer.validate_bleu=false",
+        "trainer.early_stopping.metric=loss", "trainer.checkpoint_every=4", "trainer.scheduler.warmup=5",
+        "trainer.device=cpu", "search.beam_size=1", "data.test_splits=[]",
+    ]
+
+
+def torchrun(*extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
+           "-m", "nmt.train", *extra]
+    return subprocess.run(cmd, env=ENV, capture_output=True, timeout=400)
+
+
+def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(step_checkpoints(run_dir)[0])
+    assert ckpt["trainer"]["step"] == step
+    return ckpt["model"]
+
+
+def test_two_ranks_equal_accumulation_and_resume(tiny_root, cache_dir, tmp_path):
+    single = tmp_path / "single"
+    one = subprocess.run([str(BIN / "nmt-train"), *args(tiny_root, cache_dir, single, 8, accumulate=2)],
+                         env=ENV, capture_output=True, timeout=400)
+    assert one.returncode == 0, one.stderr.decode()[-3000:]
+
+    ddp = tmp_path / "ddp"
+    first = torchrun(*args(tiny_root, cache_dir, ddp, 4, accumulate=1))
+    assert first.returncode == 0, first.stderr.decode()[-3000:]
+    assert "effective batch: 300 tokens x 2 ranks x 1 accumulation = 600" in first.stderr.decode()
+    resumed = torchrun(*args(tiny_root, cache_dir, ddp, 8, accumulate=1))  # continues from step 4
+    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    assert "resumed at step 4" in resumed.stderr.decode()
+
+    a, b = weights(single, 8), weights(ddp, 8)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
