@@ -2,8 +2,9 @@
 
 Both searches are batched and drop sentences from the batch as soon as they are finished, so a batch
 costs what its longest *unfinished* sentence costs. Beam search follows fairseq's bookkeeping: at each
-step take the top 2k candidates, move those that end in EOS (within the top k) to the finished list,
-continue with the best k that do not, and stop a sentence once it has k finished hypotheses. Finished
+step take the top 2k candidates, move those that end in EOS (within the top k) to the finished list
+(keeping its k best), continue with the best k that do not, and stop a sentence once no alive
+hypothesis can still beat its k-th finished one. Finished
 hypotheses are ranked by log-probability divided by the length penalty of Wu et al. (2016),
 lp(Y) = ((5 + |Y|) / 6) ** alpha (alpha = 0.6 in Vaswani et al. 2017).
 """
@@ -137,18 +138,24 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         # Finished hypotheses: EOS candidates ranked within the top k.
         fin = (is_eos & (ranks < k) & torch.isfinite(top_scores)).nonzero().tolist()
         for g, r in fin:
-            row = g * k + int(origin[g, r])
-            s = int(sents[g])
-            if len(finished[s]) < k:
+            row, s = g * k + int(origin[g, r]), int(sents[g])
+            norm = float(top_scores[g, r]) / length_penalty(t + 1, cfg.length_penalty)
+            if len(finished[s]) < k or norm > finished[s][-1].score:
                 att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
-                norm = float(top_scores[g, r]) / length_penalty(t + 1, cfg.length_penalty)
-                finished[s].append(Hypothesis(tokens[row, 1:].tolist(), norm, att))
+                finished[s] = sorted([*finished[s], Hypothesis(tokens[row, 1:].tolist(), norm, att)],
+                                     key=lambda h: -h.score)[:k]
         # Continue with the best k candidates that did not end.
         sel = (is_eos.long() * 2 * k + ranks).argsort(dim=1)[:, :k]  # (n, k)
         new_scores = top_scores.gather(1, sel)
         rows = (torch.arange(n, device=device)[:, None] * k + origin.gather(1, sel)).view(-1)
         new_tok = tok.gather(1, sel).view(-1, 1)
-        done = torch.tensor([len(finished[int(s)]) >= k for s in sents], device=device) | (t + 1 >= max_lens[sents])
+        # A sentence is done when its k finished hypotheses cannot be beaten: log-probabilities only fall
+        # as a hypothesis grows, so an alive one scores at most best_alive / lp(max_len) (for alpha >= 0).
+        bound = (new_scores[:, 0] / length_penalty(max_lens[sents].float(), cfg.length_penalty)).tolist()
+        done = torch.tensor(
+            [len(finished[int(s)]) >= k and bound[g] <= finished[int(s)][-1].score for g, s in enumerate(sents)],
+            device=device,
+        ) | (t + 1 >= max_lens[sents])
         if done.all():
             break
         keep_groups = (~done).nonzero().squeeze(1)
