@@ -142,8 +142,9 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
             norm = float(top_scores[g, r]) / length_penalty(t + 1, cfg.length_penalty)
             if len(finished[s]) < k or norm > finished[s][-1].score:
                 att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
-                finished[s] = sorted([*finished[s], Hypothesis(tokens[row, 1:].tolist(), norm, att)],
-                                     key=lambda h: -h.score)[:k]
+                finished[s] = sorted(
+                    [*finished[s], Hypothesis(tokens[row, 1:].tolist(), norm, att)], key=lambda h: -h.score
+                )[:k]
         # Continue with the best k candidates that did not end.
         sel = (is_eos.long() * 2 * k + ranks).argsort(dim=1)[:, :k]  # (n, k)
         new_scores = top_scores.gather(1, sel)

@@ -127,3 +127,18 @@ def test_collate_adds_specials_and_pads():
     assert b.tgt_in.tolist() == [[BOS_ID, 10, PAD_ID], [BOS_ID, 11, 12]]
     assert b.tgt_out.tolist() == [[10, EOS_ID, PAD_ID], [11, 12, EOS_ID]]
     assert b.ntokens == 5 and b.indices.tolist() == [7, 9]
+
+
+def test_empty_and_whitespace_training_pairs_are_dropped_and_counted(tmp_path, caplog):
+    from nmt.data.prepare import prepare_training_data
+
+    de, en = read_pairs("train", 20)
+    de[3], en[7], de[9], en[9] = "", "   \t", " ", ""
+    for stem in ("train", "valid"):
+        write_split(tmp_path / "multi30k", stem, de, en)
+    cfg = data_cfg(tmp_path)
+    caplog.set_level("INFO")
+    data = prepare_training_data(cfg)
+    assert len(data.train) == 17
+    assert "dropped 3 training pairs with an empty or whitespace-only side" in caplog.text
+    assert len(data.valid.sources) == 20  # evaluation data keeps every line

@@ -17,18 +17,41 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def args(root: Path, cache: Path, run_dir: Path, steps: int, accumulate: int) -> list[str]:
     return [
-        f"data.root={root}", f"data.cache_dir={cache}", f"run_dir={run_dir}", "data.tokenizer.vocab_size=400",
-        "data.tokenizer.model_type=bpe", "model.d_model=64", "model.ff_dim=128", "model.encoder_layers=1",
-        "model.decoder_layers=1", "model.dropout=0.0", "trainer.max_tokens=300", f"trainer.max_steps={steps}",
-        f"trainer.accumulate={accumulate}", "trainer.validate_every=0", "trainer.validate_bleu=false",
-        "trainer.early_stopping.metric=loss", "trainer.checkpoint_every=4", "trainer.scheduler.warmup=5",
-        "trainer.device=cpu", "search.beam_size=1", "data.test_splits=[]",
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        f"run_dir={run_dir}",
+        "data.tokenizer.vocab_size=400",
+        "data.tokenizer.model_type=bpe",
+        "model.d_model=64",
+        "model.ff_dim=128",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "model.dropout=0.0",
+        "trainer.max_tokens=300",
+        f"trainer.max_steps={steps}",
+        f"trainer.accumulate={accumulate}",
+        "trainer.validate_every=0",
+        "trainer.validate_bleu=false",
+        "trainer.early_stopping.metric=loss",
+        "trainer.checkpoint_every=4",
+        "trainer.scheduler.warmup=5",
+        "trainer.device=cpu",
+        "search.beam_size=1",
+        "data.test_splits=[]",
     ]
 
 
 def torchrun(*extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
-           "-m", "nmt.train", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29613",
+        "-m",
+        "nmt.train",
+        *extra,
+    ]
     return subprocess.run(cmd, env=ENV, capture_output=True, timeout=400)
 
 
@@ -40,8 +63,12 @@ def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 
 def test_two_ranks_equal_accumulation_and_resume(tiny_root, cache_dir, tmp_path):
     single = tmp_path / "single"
-    one = subprocess.run([str(BIN / "nmt-train"), *args(tiny_root, cache_dir, single, 8, accumulate=2)],
-                         env=ENV, capture_output=True, timeout=400)
+    one = subprocess.run(
+        [str(BIN / "nmt-train"), *args(tiny_root, cache_dir, single, 8, accumulate=2)],
+        env=ENV,
+        capture_output=True,
+        timeout=400,
+    )
     assert one.returncode == 0, one.stderr.decode()[-3000:]
 
     ddp = tmp_path / "ddp"

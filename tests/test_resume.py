@@ -46,17 +46,19 @@ def test_resume_equals_uninterrupted(tiny_root, cache_dir, tmp_path):
 
 def test_resume_refuses_other_model(tiny_root, cache_dir, tmp_path):
     run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", ["trainer.max_steps=2"]))
-    cfg = tiny_config(tiny_root, cache_dir, tmp_path, "rnnsearch", ["trainer.max_steps=4"])
-    try:
-        run(cfg)
-    except ConfigError as e:
-        assert "different model or data config" in str(e)
-    else:
-        raise AssertionError("resuming with another model must fail")
-    cfg = tiny_config(tiny_root, cache_dir, tmp_path, "transformer", ["trainer.max_steps=4", "resume=false"])
-    try:
-        run(cfg)
-    except ConfigError as e:
-        assert "resume=true" in str(e)
-    else:
-        raise AssertionError("resume=false on a run directory with checkpoints must fail")
+    with pytest.raises(ConfigError, match="different model or data config"):
+        run(tiny_config(tiny_root, cache_dir, tmp_path, "rnnsearch", ["trainer.max_steps=4"]))
+    with pytest.raises(ConfigError, match="rerun with resume=true"):
+        run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", ["trainer.max_steps=4", "resume=false"]))
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(tiny_root, cache_dir, tmp_path, caplog):
+    extra = ["trainer.checkpoint_every=4", "trainer.keep_last=3"]
+    run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", [*extra, "trainer.max_steps=8"]))
+    newest = step_checkpoints(tmp_path)[0]
+    assert newest.name == "ckpt_8.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a crash that truncated the file
+    run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", [*extra, "trainer.max_steps=10"]))
+    assert "ckpt_8.pt is truncated or corrupt" in caplog.text
+    assert "resumed at step 4" in caplog.text
+    assert load_checkpoint(step_checkpoints(tmp_path)[0])["trainer"]["step"] == 10
