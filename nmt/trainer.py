@@ -332,6 +332,12 @@ class Trainer:
             return f"early stopping: no better valid {t.early_stopping.metric} in {s.bad_validations} validations"
         return None
 
+    def _eta(self) -> dict[str, str]:
+        """Minutes left under the wall-clock budget, for the progress bar (tqdm's own ETA needs max_steps)."""
+        if not self.t.max_minutes:
+            return {}
+        return {"left_min": f"{max(float(self.t.max_minutes) - self.state.elapsed / 60, 0):.1f}"}
+
     def _agreed_stop(self) -> str | None:
         """Rank 0's stop decision, the same on every rank."""
         return broadcast(self._stop_reason(), self.ctx)
@@ -391,6 +397,7 @@ class Trainer:
                             nll=f"{loss:.3f}",
                             tok_s=f"{rate:.0f}",
                             min=f"{self.state.elapsed / 60:.1f}",
+                            **self._eta(),
                         )
                         log.info(
                             "step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min",

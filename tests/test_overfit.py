@@ -18,6 +18,7 @@ from nmt.translator import load_translator
 VARIANTS = {
     "transformer": [],
     "transformer-prenorm": ["model.pre_norm=true"],
+    "transformer-separatevocab": ["data.tokenizer.joint=false", "model.share_embeddings=false"],
     "rnnsearch": [],
     "rnnsearch-nomaxout": ["model.maxout=false"],
     "rnnencdec": ["trainer.max_steps=400"],
