@@ -34,6 +34,7 @@ from nmt.errors import ConfigError, NmtError
 from nmt.loss import label_smoothed_nll
 from nmt.metrics import corpus_bleu
 from nmt.models import Seq2SeqModel
+from nmt.optim import build_optimizer, learning_rate
 from nmt.search import SearchConfig
 from nmt.translator import Translator
 
@@ -61,23 +62,6 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def learning_rate(step: int, sched: DictConfig, base_lr: float, d_model: int) -> float:
-    """LR for optimizer step ``step`` (1-based).
-
-    inverse_sqrt: linear warm-up to ``base_lr`` then base_lr * sqrt(warmup / step) (fairseq);
-    noam: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) (Vaswani et al. 2017, Eq. 3);
-    constant: base_lr after an optional linear warm-up.
-    """
-    s, warmup = max(step, 1), max(int(sched.warmup), 1)
-    if sched.kind == "inverse_sqrt":
-        return base_lr * min(s / warmup, math.sqrt(warmup / s))
-    if sched.kind == "noam":
-        return float(sched.factor) * d_model**-0.5 * min(s**-0.5, s * warmup**-1.5)
-    if sched.kind == "constant":
-        return base_lr * min(1.0, s / warmup)
-    raise ConfigError(f"trainer.scheduler.kind={sched.kind!r}: use inverse_sqrt, noam or constant")
-
-
 class Trainer:
     """Runs training for a model on prepared data, writing everything into ``run_dir``."""
 
@@ -99,15 +83,7 @@ class Trainer:
         if self.ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        opt = self.t.optimizer
-        self.optimizer = torch.optim.Adam(
-            model.parameters(),
-            lr=float(opt.lr),
-            betas=tuple(opt.betas),
-            eps=float(opt.eps),
-            weight_decay=float(opt.weight_decay),
-            foreach=True,
-        )
+        self.optimizer = build_optimizer(model.parameters(), self.t.optimizer)
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
             src_lens,
@@ -176,7 +152,9 @@ class Trainer:
 
     # ---- steps ------------------------------------------------------------------------------------
     def _set_lr(self) -> float:
-        lr = learning_rate(self.state.step + 1, self.t.scheduler, float(self.t.optimizer.lr), self.model.model_dim)
+        lr = learning_rate(
+            self.state.step + 1, self.t.scheduler, float(self.t.optimizer.lr), self.model.model_dim, self.state.epoch
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

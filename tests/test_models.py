@@ -15,7 +15,7 @@ from nmt.loss import label_smoothed_nll
 from nmt.models import build_model
 from nmt.models.attention import AdditiveAttention, LuongAttention
 from nmt.models.rnn_encoder import reverse_padded
-from nmt.trainer import learning_rate
+from nmt.optim import learning_rate
 
 torch.manual_seed(0)
 

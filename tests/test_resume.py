@@ -8,8 +8,8 @@ from conftest import tiny_config
 
 from nmt.checkpoint import load_checkpoint, step_checkpoints
 from nmt.errors import ConfigError
+from nmt.optim import learning_rate
 from nmt.train import run
-from nmt.trainer import learning_rate
 
 SCHEDULE = [
     "trainer.scheduler.kind=inverse_sqrt",
