@@ -47,8 +47,10 @@ def read_chunks(stream: BinaryIO, name: str, chunk_lines: int) -> Iterator[tuple
 
 
 def _one_line(text: str) -> str:
-    """Keep the one-line-per-input contract even if a detokenized output contained a line break."""
-    return " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+    """Keep the one-line-per-input contract even if a detokenized output contains a line boundary
+    (\n, \r, \x0b, \x0c, \x1c-\x1e, \x85, U+2028, U+2029: what ``str.splitlines`` splits on)."""
+    parts = text.splitlines()
+    return " ".join(parts) if len(parts) > 1 or text != (parts[0] if parts else "") else text
 
 
 def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: str, chunk_lines: int) -> int:

@@ -33,6 +33,7 @@ def test_line_count_and_order_are_preserved(translator, lines):
     translate_stream(translator, io.BytesIO(data), out, "<test>", chunk_lines=5)
     got = out.getvalue().split("\n")
     assert got[-1] == "" and len(got) - 1 == len(lines)
+    assert len(out.getvalue().splitlines()) == len(lines)  # no output holds any other line boundary either
     for line, hyp in zip(lines, got):
         if not line.strip():
             assert hyp == ""
