@@ -17,7 +17,7 @@ import torch
 from nmt.checkpoint import load_checkpoint, step_checkpoints
 
 BIN = Path(sys.executable).parent
-STEPS = 30
+STEPS = 60
 
 
 def train_cmd(root: Path, cache: Path, run_dir: Path) -> list[str]:
@@ -62,14 +62,18 @@ def reference(tiny_root, cache_dir, tmp_path_factory) -> dict[str, torch.Tensor]
     return final_weights(run_dir)
 
 
+def _newest_step(run_dir: Path) -> int:
+    found = step_checkpoints(run_dir)
+    return int(found[0].stem.split("_")[1]) if found else 0
+
+
 def _interrupt_when_running(proc: subprocess.Popen, run_dir: Path, sig: int, seed: int) -> None:
-    """Wait for the first checkpoint, then send ``sig`` after a random delay (or let it finish)."""
+    """Send ``sig`` as soon as a random checkpoint (step 3..30) is on disk, i.e. mid-run."""
+    target = 3 * random.Random(seed).randint(1, 10)
     deadline = time.monotonic() + 240
-    while not step_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(seed).uniform(0.0, 1.5))
-    if proc.poll() is None:
-        proc.send_signal(sig)
+    while _newest_step(run_dir) < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
     proc.wait(timeout=240)
 
 
@@ -78,8 +82,12 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, tiny_root, cache
     cmd = train_cmd(tiny_root, cache_dir, tmp_path)
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _interrupt_when_running(proc, tmp_path, sig, seed)
-    if sig == signal.SIGTERM and proc.returncode == 130:
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    else:
+        assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
         assert b"rerun the same command to resume" in proc.stdout.read()
+    assert 0 < _newest_step(tmp_path) < STEPS
     done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     got = final_weights(tmp_path)
