@@ -53,6 +53,7 @@ def test_resume_refuses_other_model(tiny_root, cache_dir, tmp_path):
 
 
 def test_damaged_newest_checkpoint_falls_back_to_previous(tiny_root, cache_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
     extra = ["trainer.checkpoint_every=4", "trainer.keep_last=3"]
     run(tiny_config(tiny_root, cache_dir, tmp_path, "transformer", [*extra, "trainer.max_steps=8"]))
     newest = step_checkpoints(tmp_path)[0]

@@ -204,6 +204,9 @@ def batch_loader(
         collate_fn=lambda b: b,
         num_workers=num_workers,
         persistent_workers=False,
+        # Its own generator: creating an iterator must not draw from the global RNG that dropout uses,
+        # or a run resumed mid-epoch would see other dropout masks than the uninterrupted run.
+        generator=torch.Generator().manual_seed(0),
     )
 
 
