@@ -76,7 +76,7 @@ TINY_MODELS: dict[str, list[str]] = {
     "luong": [
         "model=luong",
         "model.embed_dim=64",
-        "model.hidden_dim=64",
+        "model.hidden_dim=128",
         "model.layers=1",
         "model.dropout=0.0",
         "model.attention.window=4",

@@ -43,7 +43,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(trainer):
 def test_out_of_memory_batch_is_skipped_with_advice(trainer, monkeypatch, caplog):
     batch = _batch(trainer)
 
-    def boom(_batch):
+    def boom(*_args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(trainer, "_forward_loss", boom)
