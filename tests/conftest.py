@@ -119,3 +119,25 @@ def tiny_checkpoint(tiny_root: Path, cache_dir: Path, tmp_path_factory: pytest.T
     run_dir = tmp_path_factory.mktemp("tiny_transformer")
     run(tiny_config(tiny_root, cache_dir, run_dir, "transformer"))
     return run_dir / "best.pt"
+
+
+def subprocess_overrides(root: Path, cache: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Command-line overrides for a tiny 1+1-layer Transformer run in a subprocess (no validation, no
+    test decoding); ``extra`` adds or overrides options."""
+    return [
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        f"run_dir={run_dir}",
+        "data.tokenizer.vocab_size=400",
+        "data.tokenizer.model_type=bpe",
+        "model.d_model=64",
+        "model.ff_dim=128",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "trainer.validate_every=0",
+        "trainer.validate_bleu=false",
+        "trainer.early_stopping.metric=loss",
+        "search.beam_size=1",
+        "data.test_splits=[]",
+        *extra,
+    ]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import subprocess_overrides
 
 from nmt.checkpoint import load_checkpoint, step_checkpoints
 
@@ -16,29 +17,16 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def args(root: Path, cache: Path, run_dir: Path, steps: int, accumulate: int) -> list[str]:
-    return [
-        f"data.root={root}",
-        f"data.cache_dir={cache}",
-        f"run_dir={run_dir}",
-        "data.tokenizer.vocab_size=400",
-        "data.tokenizer.model_type=bpe",
-        "model.d_model=64",
-        "model.ff_dim=128",
-        "model.encoder_layers=1",
-        "model.decoder_layers=1",
+    extra = [
         "model.dropout=0.0",
         "trainer.max_tokens=300",
         f"trainer.max_steps={steps}",
         f"trainer.accumulate={accumulate}",
-        "trainer.validate_every=0",
-        "trainer.validate_bleu=false",
-        "trainer.early_stopping.metric=loss",
         "trainer.checkpoint_every=4",
         "trainer.scheduler.warmup=5",
         "trainer.device=cpu",
-        "search.beam_size=1",
-        "data.test_splits=[]",
     ]
+    return subprocess_overrides(root, cache, run_dir, *extra)
 
 
 def torchrun(*extra: str) -> subprocess.CompletedProcess:

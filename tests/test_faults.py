@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import subprocess_overrides
 
 from nmt.checkpoint import load_checkpoint, step_checkpoints
 
@@ -21,29 +22,15 @@ STEPS = 60
 
 
 def train_cmd(root: Path, cache: Path, run_dir: Path) -> list[str]:
-    return [
-        str(BIN / "nmt-train"),
-        f"data.root={root}",
-        f"data.cache_dir={cache}",
-        f"run_dir={run_dir}",
-        "data.tokenizer.vocab_size=400",
-        "data.tokenizer.model_type=bpe",
-        "model.d_model=64",
-        "model.ff_dim=128",
-        "model.encoder_layers=1",
-        "model.decoder_layers=1",
+    extra = [
         "model.dropout=0.1",
         "trainer.max_tokens=500",
         f"trainer.max_steps={STEPS}",
-        "trainer.validate_every=0",
-        "trainer.validate_bleu=false",
-        "trainer.early_stopping.metric=loss",
         "trainer.checkpoint_every=3",
         "trainer.keep_last=2",
         "trainer.scheduler.warmup=10",
-        "search.beam_size=1",
-        "data.test_splits=[]",
     ]
+    return [str(BIN / "nmt-train"), *subprocess_overrides(root, cache, run_dir, *extra)]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
