@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +10,6 @@ from typing import Any
 import torch
 
 from nmt.errors import NmtError
-
-log = logging.getLogger("nmt")
 
 
 def report_user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -9,7 +9,6 @@ Writes ``<split>.hyp`` (one detokenized hypothesis per source line, in order) an
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from nmt.metrics import CorpusScore, corpus_scores
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
 from nmt.translator import Translator, load_translator
-
-log = logging.getLogger(__name__)
 
 
 def search_config(cfg: DictConfig, beam_size: int | None = None) -> SearchConfig:

@@ -8,7 +8,6 @@ before decoding (the output line is still produced) and counted in ``truncated``
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +20,6 @@ from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.tokenizer import SubwordTokenizer
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import Hypothesis, SearchConfig, generate
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
