@@ -76,6 +76,12 @@ class Trainer:
         dist_ctx: DistContext | None = None,
     ):
         self.cfg, self.t = cfg, cfg.trainer
+        if self.t.early_stopping.metric not in ("bleu", "loss", "ppl"):
+            raise ConfigError(f"trainer.early_stopping.metric={self.t.early_stopping.metric!r}: use bleu, loss or ppl")
+        if self.t.early_stopping.metric == "bleu" and not self.t.validate_bleu:
+            raise ConfigError(
+                "trainer.early_stopping.metric=bleu needs trainer.validate_bleu=true (or choose metric=loss)"
+            )
         self.model, self.data, self.run_dir, self.device = model.to(device), data, Path(run_dir), device
         self.checkpoint_extra = checkpoint_extra  # config text and tokenizers, stored in every checkpoint
         self.ctx = dist_ctx or DistContext()
@@ -108,12 +114,6 @@ class Trainer:
             max_tokens=int(self.t.eval_max_tokens),
             device=device,
         )
-        if self.t.early_stopping.metric not in ("bleu", "loss", "ppl"):
-            raise ConfigError(f"trainer.early_stopping.metric={self.t.early_stopping.metric!r}: use bleu, loss or ppl")
-        if self.t.early_stopping.metric == "bleu" and not self.t.validate_bleu:
-            raise ConfigError(
-                "trainer.early_stopping.metric=bleu needs trainer.validate_bleu=true (or choose metric=loss)"
-            )
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
 
