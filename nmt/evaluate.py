@@ -17,21 +17,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt.cli import report_user_errors, set_threads
 from nmt.data.prepare import EvalSet, load_eval_set
+from nmt.errors import ConfigError
 from nmt.metrics import CorpusScore, corpus_scores
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
 from nmt.translator import Translator, load_translator
 
 
-def search_config(cfg: DictConfig, beam_size: int | None = None) -> SearchConfig:
+def search_config(cfg: DictConfig) -> SearchConfig:
     """SearchConfig from the ``search`` section of any entry-point config."""
     s = cfg.search
+    beam, n_best = int(s.beam_size), int(s.get("n_best", 1))
+    if beam < 1 or n_best < 1 or n_best > beam:
+        raise ConfigError(f"search.n_best={n_best} and search.beam_size={beam}: need 1 <= n_best <= beam_size")
     return SearchConfig(
-        beam_size=int(beam_size if beam_size is not None else s.beam_size),
+        beam_size=beam,
         length_penalty=float(s.length_penalty),
         max_len_a=float(s.max_len_a),
         max_len_b=int(s.max_len_b),
-        n_best=int(s.get("n_best", 1)),
+        n_best=n_best,
     )
 
 

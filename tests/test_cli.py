@@ -118,3 +118,9 @@ def test_train_config_mistakes_are_explained(args, message, tiny_root, tmp_path)
     out = cli("nmt-train", f"data.root={tiny_root}", f"run_dir={tmp_path}", *args)
     assert out.returncode != 0
     assert message in out.stderr.decode()
+
+
+def test_nbest_larger_than_beam_is_refused(tiny_checkpoint):
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "search.n_best=5", "search.beam_size=2", stdin=b"a\n")
+    assert out.returncode == 2
+    assert "search.n_best=5 and search.beam_size=2: need 1 <= n_best <= beam_size" in out.stderr.decode()
