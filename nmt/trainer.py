@@ -339,8 +339,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         log_every, validate_every = int(t.log_every), int(t.validate_every)
-        checkpoint_every = int(t.checkpoint_every) or validate_every or 0
-        checkpoint_every = checkpoint_every if checkpoint_every > 0 else 1 << 62
+        checkpoint_every = int(t.checkpoint_every) or validate_every  # 0: only at the end
         log.info(
             "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step",
             int(t.max_tokens),
@@ -392,7 +391,7 @@ class Trainer:
                         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
                     if validate_every and step % validate_every == 0:
                         self.validate()
-                    if step % checkpoint_every == 0:
+                    if checkpoint_every and step % checkpoint_every == 0:
                         self.save()
                     if self._agreed_stop() is not None:
                         break
