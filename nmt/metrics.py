@@ -7,9 +7,13 @@ languages that need them (e.g. ``zh``, ``ja-mecab``); the signature always says 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.significance import PairedTest
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 
 @dataclass
@@ -50,3 +54,95 @@ def corpus_scores(hypotheses: list[str], references: list[str], tokenize: str = 
         bleu_details=str(b),
         sentences=len(hypotheses),
     )
+
+
+def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str) -> tuple[float, str]:
+    """BLEU on tokenized text, the way the attention papers scored (for comparing with them only).
+
+    Both sides are split with sacrebleu's 13a tokenizer (mteval-v13a, close to the Moses tokenizer the
+    papers used) and, for German output, hyphenated compounds are split as in the Transformer paper's
+    scoring script (``a-b`` -> ``a ##AT##-##AT## b``); BLEU is then computed on those tokens as
+    multi-bleu.perl does. Returns the score and a label that says how it was computed.
+    """
+    _check(hypotheses, references)
+    tok = Tokenizer13a()
+
+    def prepare(line: str) -> str:
+        out = tok(line.strip())
+        return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", out) if lang == "de" else out
+
+    bleu = BLEU(tokenize="none", force=True)
+    score = bleu.corpus_score([prepare(h) for h in hypotheses], [[prepare(r) for r in references]]).score
+    how = "13a tokens" + (", compounds split" if lang == "de" else "")
+    return round(score, 2), f"tokenized BLEU ({how}; for comparing with papers only, not sacreBLEU)"
+
+
+_COMPOUND = re.compile(r"(\S)-(\S)")
+
+
+def bleu_by_length(
+    sources: list[str], hypotheses: list[str], references: list[str], edges: list[int]
+) -> list[dict[str, Any]]:
+    """Corpus BLEU of the sentences in each source-length bucket (Bahdanau et al. 2014, Fig. 2).
+
+    Lengths are whitespace words of the source; ``edges`` [10, 20] gives buckets 1-10, 11-20 and 21+.
+    Every sentence falls in exactly one bucket; empty buckets are reported with 0 sentences and no BLEU.
+    """
+    _check(hypotheses, references)
+    bounds = [0, *sorted(edges), None]
+    lengths = [len(s.split()) for s in sources]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        idx = [i for i, n in enumerate(lengths) if n > lo and (hi is None or n <= hi)]
+        label = f"{lo + 1}-{hi}" if hi is not None else f"{lo + 1}+"
+        bleu = corpus_bleu([hypotheses[i] for i in idx], [references[i] for i in idx]) if idx else None
+        out.append({"bucket": label, "sentences": len(idx), "bleu": None if bleu is None else round(bleu, 2)})
+    return out
+
+
+@dataclass
+class SystemSignificance:
+    """Bootstrap statistics of one system's test scores; p-values against the baseline (None for it)."""
+
+    bleu_mean: float
+    bleu_ci: float
+    bleu_p: float | None
+    chrf_mean: float
+    chrf_ci: float
+    chrf_p: float | None
+
+
+def paired_bootstrap(
+    systems: dict[str, list[str]], references: list[str], baseline: str, samples: int = 1000, tokenize: str = "13a"
+) -> tuple[dict[str, SystemSignificance], str]:
+    """sacrebleu's paired bootstrap resampling (Koehn 2004) of BLEU and chrF against ``baseline``.
+
+    Gives each system its bootstrap mean and 95% confidence half-width, and the p-value of the
+    difference to the baseline. Returns those and the BLEU signature extended with the test settings.
+    """
+    if baseline not in systems:
+        raise ValueError(f"baseline {baseline!r} is not one of the systems {sorted(systems)}")
+    for hyps in systems.values():
+        _check(hyps, references)
+    names = [baseline, *(n for n in systems if n != baseline)]
+    test = PairedTest(
+        [(n, systems[n]) for n in names],
+        {"BLEU": BLEU(tokenize=tokenize), "chrF": CHRF()},
+        [references],
+        test_type="bs",
+        n_samples=samples,
+    )
+    signatures, results = test()
+    bleu_key, chrf_key = (k for k in results if k != "System")
+    out = {}
+    for i, name in enumerate(names):
+        b, c = results[bleu_key][i], results[chrf_key][i]
+        out[name] = SystemSignificance(
+            round(float(b.mean), 2),
+            round(float(b.ci), 2),
+            None if b.p_value is None else float(b.p_value),
+            round(float(c.mean), 2),
+            round(float(c.ci), 2),
+            None if c.p_value is None else float(c.p_value),
+        )
+    return out, str(signatures[bleu_key])

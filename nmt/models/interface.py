@@ -58,6 +58,7 @@ class Seq2SeqModel(nn.Module, ABC):
     pad_id: int = 0
     model_dim: int = 512  # the size the Noam schedule scales with (d_model or the RNN hidden size)
     max_positions: int | None = None  # longest target the decoder can handle, if it has a limit
+    has_attention: bool = True  # False: decode's weights are a placeholder, not something to plot
 
     @abstractmethod
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:

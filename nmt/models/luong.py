@@ -57,6 +57,7 @@ class LuongNMT(Seq2SeqModel):
                 f"none; scores {', '.join(LuongAttention.SCORES)}"
             )
         self.cfg = cfg
+        self.has_attention = att.kind != "none"
         self.model_dim = h = cfg.hidden_dim
         drop_between = cfg.dropout if cfg.layers > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)

@@ -120,8 +120,10 @@ class RNNEncDec(GRUDecoderModel):
     """Cho et al. (2014) RNN Encoder-Decoder: a fixed-length summary c instead of attention.
 
     Its "attention" output is uniform over the real source positions (the decoder looks at all of the
-    source equally, through c), so that plots and dumps work for every model.
+    source equally, through c), so that dumps work for every model; ``has_attention`` keeps it out of plots.
     """
+
+    has_attention = False
 
     def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
         super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=cfg.hidden_dim)

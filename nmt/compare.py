@@ -1,0 +1,192 @@
+"""``nmt-compare``: train every model of a comparison, then write one report that compares them.
+
+    nmt-compare experiment=compare_multi30k
+
+A comparison (``configs/experiment/compare_*.yaml``) lists named runs, each a set of ``nmt-train``
+overrides on top of overrides shared by all of them. Every run is an ordinary ``nmt-train`` run in
+``<sweep_dir>/<name>``, trained in its own process; a run that already finished under the same config
+is reused, an interrupted one is resumed. Then each run's checkpoint decodes the same test split and
+:mod:`nmt.report` writes the tables, significance tests and plots to ``report_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from nmt.checkpoint import average_weights, latest_checkpoint, step_checkpoints
+from nmt.cli import report_user_errors, set_threads
+from nmt.data.prepare import load_eval_set
+from nmt.errors import ConfigError, NmtError
+from nmt.evaluate import search_config
+from nmt.paths import CONFIG_DIR
+from nmt.plots import AttentionExample
+from nmt.report import DecodedRun, write_report
+from nmt.translator import Translator, load_translator
+
+log = logging.getLogger(__name__)
+
+# Trainer options that change where or how fast a run computes, not what it computes.
+_RUNTIME_KEYS = ("device", "threads", "num_workers")
+
+
+@dataclass
+class RunSpec:
+    """One run of the comparison: its name, the full ``nmt-train`` overrides and the composed config."""
+
+    name: str
+    overrides: list[str]
+    cfg: DictConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+
+def compose_runs(cfg: DictConfig) -> list[RunSpec]:
+    """Compose the ``nmt-train`` config of every run listed under ``compare.runs``."""
+    c = cfg.compare
+    if not c.runs:
+        raise ConfigError("compare.runs is empty: pick a comparison, e.g. nmt-compare experiment=compare_multi30k")
+    if c.baseline not in c.runs:
+        raise ConfigError(f"compare.baseline={c.baseline!r} is not one of compare.runs: {', '.join(c.runs)}")
+    specs = []
+    for name, own in c.runs.items():
+        overrides = [
+            *c.common,
+            *own,
+            *c.extra,
+            f"name={c.name}_{name}",
+            f"run_dir={Path(c.sweep_dir) / name}",
+        ]
+        try:
+            run_cfg = hydra.compose("train", overrides=overrides)
+        except Exception as e:  # Hydra's own message names the bad override
+            raise ConfigError(f"compare.runs.{name}: {e}") from e
+        specs.append(RunSpec(name, overrides, run_cfg))
+    return specs
+
+
+def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a training config that decide what a run computes."""
+    data = {k: v for k, v in cfg["data"].items() if k not in ("root", "cache_dir")}
+    trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
+    return {"model": cfg["model"], "data": data, "trainer": trainer}
+
+
+def is_finished(spec: RunSpec) -> bool:
+    """True if the run directory holds a finished run (results.json) of exactly this config."""
+    if not (spec.run_dir / "results.json").is_file():
+        return False
+    found = latest_checkpoint(spec.run_dir)
+    if found is None:
+        return False
+    saved = yaml.safe_load(found[1]["config"])
+    return _settings(saved) == _settings(OmegaConf.to_container(spec.cfg, resolve=True))
+
+
+def train_run(spec: RunSpec) -> None:
+    """Train (or resume) one run with ``nmt-train`` in a child process; its log goes to the run dir."""
+    print(f"[{spec.name}] nmt-train {' '.join(spec.overrides)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "nmt.train", *spec.overrides])
+    if done.returncode != 0:
+        raise NmtError(
+            f"run {spec.name!r} stopped with exit status {done.returncode} (log: {spec.run_dir / 'train.log'}); "
+            "rerun the same nmt-compare command to resume it"
+        )
+
+
+def load_run_translator(spec: RunSpec, device: str) -> Translator:
+    """The weights ``eval.checkpoint`` selects (best / last / average), ready to decode."""
+    which, run_dir = str(spec.cfg.eval.checkpoint), spec.run_dir
+    search = search_config(spec.cfg)
+    steps = step_checkpoints(run_dir)
+    if not steps:
+        raise NmtError(f"run {spec.name!r} has no checkpoint in {run_dir}")
+    path = run_dir / "best.pt" if which == "best" and (run_dir / "best.pt").is_file() else steps[0]
+    translator, _ = load_translator(str(path), search, device, int(spec.cfg.trainer.eval_max_tokens))
+    if which == "average":
+        translator.model.load_state_dict(average_weights(steps[: int(spec.cfg.eval.average_last)]))
+    return translator
+
+
+def heatmap_rows(sources: list[str], count: int, max_words: int) -> list[int]:
+    """The first ``count`` test sentences of 5 to ``max_words`` words (fixed, so plots are comparable)."""
+    return [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= max_words][:count]
+
+
+def decode_run(spec: RunSpec, split: str, device: str, c: DictConfig) -> DecodedRun:
+    """Translate ``split`` with the run's model and search settings; attention for a few sentences."""
+    translator = load_run_translator(spec, device)
+    eval_set = load_eval_set(spec.cfg.data, split, translator.src_tok, translator.tgt_tok)
+    hyps = translator.translate_text(eval_set.sources)
+    examples = []
+    if translator.model.has_attention and c.heatmaps > 0:
+        rows = heatmap_rows(eval_set.sources, int(c.heatmaps), int(c.heatmap_max_words))
+        translator.search = dataclasses.replace(translator.search, need_attention=True)
+        src_ids = translator.src_tok.encode([eval_set.sources[i] for i in rows])
+        for ids, nbest in zip(src_ids, translator.translate_ids(src_ids)):
+            hyp = nbest[0]
+            examples.append(
+                AttentionExample(
+                    translator.src_tok.pieces(ids) + ["</s>"],
+                    translator.tgt_tok.pieces(hyp.tokens) + ["</s>"],
+                    hyp.attention.numpy(),
+                )
+            )
+    return DecodedRun(spec.name, spec.cfg, eval_set.sources, eval_set.references, hyps, examples)
+
+
+def run_comparison(cfg: DictConfig) -> Path:
+    """Train what is missing, decode every run, write the report; returns the report directory."""
+    c = cfg.compare
+    specs = compose_runs(cfg)
+    for spec in specs:
+        if is_finished(spec):
+            print(f"[{spec.name}] finished run found in {spec.run_dir}: not retraining", flush=True)
+        else:
+            train_run(spec)
+    split = c.split or specs[0].cfg.data.test_splits[0]
+    decoded = []
+    for spec in specs:
+        print(f"[{spec.name}] decoding {split}", flush=True)
+        decoded.append(decode_run(spec, split, str(cfg.device), c))
+    first = decoded[0]
+    for d in decoded[1:]:
+        if d.references != first.references:
+            raise ConfigError(
+                f"runs {first.name!r} and {d.name!r} have different {split} references: compare on one dataset"
+            )
+    report_dir = Path(c.report_dir)
+    write_report(report_dir, decoded, c, split, _command_line())
+    print(f"report written to {report_dir / 'report.md'}")
+    return report_dir
+
+
+def _command_line() -> str:
+    """The nmt-compare command that produced this report (its overrides as typed)."""
+    try:
+        return " ".join(["nmt-compare", *HydraConfig.get().overrides.task])
+    except ValueError:  # called outside the command-line entry point
+        return "nmt-compare (called from Python)"
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="compare", version_base="1.3")
+@report_user_errors("nmt-compare")
+def main(cfg: DictConfig) -> None:
+    set_threads(int(cfg.threads))
+    run_comparison(cfg)
+
+
+if __name__ == "__main__":
+    main()

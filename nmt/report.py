@@ -1,0 +1,219 @@
+"""The comparison report: one table of every run, significance against a baseline, and the figures.
+
+Writes to the report directory:
+  report.md              the table (Markdown), BLEU by length, links to the figures, how it was made
+  results.csv / .json    the same numbers for other tools
+  bleu_by_length.png     BLEU per source-length bucket and model (Bahdanau et al. 2014, Fig. 2)
+  learning_curves.png    valid BLEU / loss against steps and wall-clock minutes
+  attention_<run>.png    attention heatmaps of a few test sentences per attention model
+  hyps/<run>.<split>.txt the detokenized hypotheses scored (line N translates source line N)
+The headline is detokenized sacreBLEU with its signature; the tokenized-BLEU column exists only to set
+our numbers beside the papers' and is labelled so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu
+from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
+
+_RATE = re.compile(r"tgt tok/s (\d+)")
+
+
+@dataclass
+class DecodedRun:
+    """One run's test-split output, with the config it was trained and decoded with."""
+
+    name: str
+    cfg: DictConfig
+    sources: list[str]
+    references: list[str]
+    hypotheses: list[str]
+    attention: list[AttentionExample]
+
+
+def training_record(run_dir: Path) -> dict[str, Any]:
+    """Parameters, steps and time from results.json, validations from metrics.json, and the median of
+    the training-speed lines of train.log (the median ignores the windows that include a validation)."""
+    results = json.loads((run_dir / "results.json").read_text())
+    metrics_file = run_dir / "metrics.json"
+    history = json.loads(metrics_file.read_text()) if metrics_file.is_file() else []
+    log_file = run_dir / "train.log"
+    rates = [int(m.group(1)) for m in _RATE.finditer(log_file.read_text())] if log_file.is_file() else []
+    bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
+    return {
+        "parameters": results["parameters"],
+        "steps": results["steps"],
+        "train_minutes": results["train_minutes"],
+        "tgt_tokens_per_s": round(statistics.median(rates)) if rates else None,
+        "valid_bleu": round(max(bleus), 2) if bleus else None,
+        "history": history,
+    }
+
+
+def describe(model: DictConfig) -> str:
+    """A short human description of a model config."""
+    arch = str(model.arch)
+    if arch == "transformer":
+        return f"Transformer {model.encoder_layers}+{model.decoder_layers} layers, d {model.d_model}"
+    if arch == "luong":
+        att = model.attention
+        kind = "no attention" if att.kind == "none" else f"{att.kind} {att.score}"
+        feed = ", input feeding" if model.input_feed and att.kind != "none" else ""
+        return f"LSTM {model.layers} layers, {kind}{feed}"
+    if arch == "rnnsearch":
+        return f"bi-GRU {model.hidden_dim}, additive attention"
+    if arch == "rnnencdec":
+        return f"GRU {model.hidden_dim}, no attention"
+    return arch
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _p_value(p: float | None) -> str:
+    return "baseline" if p is None else (f"{p:.4f}" + (" *" if p < 0.05 else ""))
+
+
+def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split: str, command: str) -> list[dict]:
+    """Score every run, test it against the baseline, write tables and figures; returns the rows."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "hyps").mkdir(exist_ok=True)
+    refs, sources = runs[0].references, runs[0].sources
+    tokenize = str(runs[0].cfg.eval.tokenize)
+    significance, bs_signature = paired_bootstrap(
+        {r.name: r.hypotheses for r in runs}, refs, str(c.baseline), int(c.bootstrap_samples), tokenize
+    )
+    rows, by_length, histories = [], {}, {}
+    scores = {}
+    for run in runs:
+        (report_dir / "hyps" / f"{run.name}.{split}.txt").write_text(
+            "".join(h + "\n" for h in run.hypotheses), encoding="utf-8"
+        )
+        record = training_record(Path(run.cfg.run_dir))
+        score = scores[run.name] = corpus_scores(run.hypotheses, refs, tokenize)
+        sig = significance[run.name]
+        paper = run.cfg.get("paper")
+        tok_bleu = tokenized_bleu(run.hypotheses, refs, str(run.cfg.data.tgt_lang)) if c.tokenized_bleu else None
+        rows.append(
+            {
+                "model": run.name,
+                "description": describe(run.cfg.model),
+                "parameters": record["parameters"],
+                "steps": record["steps"],
+                "train_minutes": record["train_minutes"],
+                "tgt_tokens_per_s": record["tgt_tokens_per_s"],
+                "valid_bleu": record["valid_bleu"],
+                "bleu": score.bleu,
+                "bleu_ci": sig.bleu_ci,
+                "bleu_p": sig.bleu_p,
+                "chrf": score.chrf,
+                "chrf_ci": sig.chrf_ci,
+                "chrf_p": sig.chrf_p,
+                "tokenized_bleu": tok_bleu[0] if tok_bleu else None,
+                "paper_bleu": paper.bleu if paper else None,
+                "paper_source": f"{paper.table}; {paper.metric}" if paper else None,
+            }
+        )
+        by_length[run.name] = bleu_by_length(sources, run.hypotheses, refs, list(c.length_buckets))
+        histories[run.name] = record["history"]
+        if run.attention:
+            title = f"{run.name}: {rows[-1]['description']}"
+            plot_attention(run.attention, report_dir / f"attention_{run.name}.png", title)
+    first = scores[runs[0].name]
+    meta = {
+        "command": command,
+        "split": split,
+        "sentences": len(refs),
+        "baseline": str(c.baseline),
+        "search": dict(runs[0].cfg.search),
+        "checkpoint": str(runs[0].cfg.eval.checkpoint),
+        "bleu_signature": first.bleu_signature,
+        "chrf_signature": first.chrf_signature,
+        "bootstrap_signature": bs_signature,
+        "tokenized_bleu": tok_bleu[1] if c.tokenized_bleu else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+    }
+    plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)
+    plot_learning_curves(histories, report_dir / "learning_curves.png")
+    (report_dir / "results.json").write_text(
+        json.dumps({"meta": meta, "runs": rows, "bleu_by_length": by_length}, indent=1, default=float)
+    )
+    with open(report_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (report_dir / "report.md").write_text(_markdown(rows, by_length, meta, runs), encoding="utf-8")
+    return rows
+
+
+def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, runs: list[DecodedRun]) -> str:
+    search = meta["search"]
+    lines = [
+        f"# Model comparison on {meta['split']}",
+        "",
+        f"Regenerate with: `{meta['command']}`",
+        "",
+        f"{meta['sentences']} test sentences, every one scored; beam {search['beam_size']}, length penalty "
+        f"α {search['length_penalty']}; checkpoint: {meta['checkpoint']}. Machine: {meta['machine']}.",
+        "",
+        "| model | description | params | steps | train min | tgt tok/s | valid BLEU | test BLEU ± 95% CI "
+        "| p vs baseline | chrF ± 95% CI | p vs baseline | tokenized BLEU † | paper |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        paper = f"{r['paper_bleu']} ({r['paper_source']})" if r["paper_bleu"] is not None else "–"
+        lines.append(
+            f"| {r['model']} | {r['description']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} "
+            f"| {_fmt(r['train_minutes'], 1)} | {_fmt(r['tgt_tokens_per_s'])} | {_fmt(r['valid_bleu'])} "
+            f"| **{r['bleu']:.2f}** ± {r['bleu_ci']:.2f} | {_p_value(r['bleu_p'])} "
+            f"| {r['chrf']:.2f} ± {r['chrf_ci']:.2f} | {_p_value(r['chrf_p'])} "
+            f"| {_fmt(r['tokenized_bleu'])} | {paper} |"
+        )
+    lines += [
+        "",
+        f"- Test BLEU: detokenized sacreBLEU, signature `{meta['bleu_signature']}`; chrF signature "
+        f"`{meta['chrf_signature']}`.",
+        f"- 95% confidence intervals and p-values: sacrebleu paired bootstrap resampling against "
+        f"**{meta['baseline']}**, `{meta['bootstrap_signature']}`; * marks p < 0.05.",
+        "- valid BLEU: the best greedy-decoding validation BLEU during training (it selects best.pt).",
+        "- tgt tok/s: median of the training-speed log lines (target tokens per second).",
+    ]
+    if meta["tokenized_bleu"]:
+        lines.append(f"- † {meta['tokenized_bleu']}.")
+    buckets = next(iter(by_length.values()))
+    lines += [
+        "",
+        "## BLEU by source-sentence length",
+        "",
+        "![BLEU by source length](bleu_by_length.png)",
+        "",
+        "| model | " + " | ".join(f"{b['bucket']} words ({b['sentences']})" for b in buckets) + " |",
+        "|---|" + "---:|" * len(buckets),
+    ]
+    for name, rows_ in by_length.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(b["bleu"]) for b in rows_) + " |")
+    lines += ["", "## Learning curves", "", "![learning curves](learning_curves.png)", "", "## Attention", ""]
+    for run in runs:
+        if run.attention:
+            lines += [f"![attention of {run.name}](attention_{run.name}.png)", ""]
+        else:
+            lines += [f"{run.name}: no attention to show.", ""]
+    return "\n".join(lines)

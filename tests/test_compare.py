@@ -1,0 +1,132 @@
+"""nmt-compare: the sweep trains each run once, the report scores every test line, tests and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_MODELS, read_pairs
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from nmt.compare import compose_runs, is_finished, run_comparison
+from nmt.errors import ConfigError
+from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu
+from nmt.paths import CONFIG_DIR
+
+
+def test_tokenized_bleu_splits_german_compounds_and_says_so() -> None:
+    refs = ["Ein Mann fährt ein Hochgeschwindigkeits-Boot ."]
+    hyps = ["Ein Mann fährt ein Hochgeschwindigkeits-Schiff ."]
+    de, label = tokenized_bleu(hyps, refs, "de")
+    en, _ = tokenized_bleu(hyps, refs, "en")
+    # Split, "Hochgeschwindigkeits ##AT##-##AT##" matches; unsplit, the whole compound is one wrong token.
+    assert de > en
+    assert "tokenized BLEU" in label and "compounds split" in label and "not sacreBLEU" in label
+
+
+def test_bleu_by_length_puts_every_sentence_in_one_bucket() -> None:
+    de, en = read_pairs("valid", 200)
+    buckets = bleu_by_length(de, en, en, [10, 15])
+    assert [b["bucket"] for b in buckets] == ["1-10", "11-15", "16+"]
+    assert sum(b["sentences"] for b in buckets) == 200
+    assert all(b["bleu"] == 100.0 for b in buckets if b["sentences"])
+
+
+def test_paired_bootstrap_against_baseline() -> None:
+    _, en = read_pairs("valid", 300)
+    base = [" ".join(s.split()[:-1]) for s in en]  # the last word of every reference dropped
+    close = [en[0], " ".join(en[1].split()[:-2]), *base[2:]]  # one line better, one worse than base
+    worse = [" ".join(s.split()[:-2]) for s in en]
+    results, signature = paired_bootstrap({"close": close, "base": base, "worse": worse}, en, "base", 200)
+    assert results["base"].bleu_p is None  # the baseline has no p-value
+    assert results["close"].bleu_p > 0.05  # a difference within the noise
+    assert results["worse"].bleu_p < 0.05 and results["worse"].chrf_p < 0.05
+    assert results["worse"].bleu_ci > 0
+    assert "bs:200" in signature
+
+
+def _compare_config(root: Path, cache: Path, tmp: Path, extra: list[str] | None = None) -> DictConfig:
+    common = [
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        "data.tokenizer.vocab_size=400",
+        "data.tokenizer.model_type=bpe",
+        "trainer.max_tokens=2000",
+        "trainer.optimizer.lr=3e-3",
+        "trainer.scheduler.kind=constant",
+        "trainer.scheduler.warmup=10",
+        "trainer.max_steps=40",
+        "trainer.validate_every=20",
+        "trainer.log_every=10",
+        "trainer.threads=1",
+        "search.beam_size=2",
+    ]
+    cfg = compose(
+        "compare",
+        overrides=[
+            "compare.name=tiny",
+            f"compare.sweep_dir={tmp / 'runs'}",
+            f"compare.report_dir={tmp / 'report'}",
+            "compare.baseline=rnnencdec",
+            "compare.heatmaps=2",
+            "compare.bootstrap_samples=100",
+        ],
+    )
+    with open_dict(cfg):
+        cfg.compare.common = common
+        cfg.compare.runs = {"transformer": TINY_MODELS["transformer"], "rnnencdec": TINY_MODELS["rnnencdec"]}
+        cfg.compare.extra = extra or []
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_root: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("compare")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        run_comparison(_compare_config(tiny_root, cache_dir, tmp))
+    return tmp
+
+
+def test_report_scores_every_line_with_significance_and_plots(compared: Path, tiny_root: Path) -> None:
+    report = compared / "report"
+    for name in ("report.md", "results.csv", "results.json", "bleu_by_length.png", "learning_curves.png"):
+        assert (report / name).stat().st_size > 0, name
+    assert (report / "attention_transformer.png").is_file()
+    assert not (report / "attention_rnnencdec.png").exists()  # no attention to plot
+    refs = (tiny_root / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()
+    results = json.loads((report / "results.json").read_text())
+    rows = {r["model"]: r for r in results["runs"]}
+    assert set(rows) == {"transformer", "rnnencdec"}
+    for name, row in rows.items():
+        hyps = (report / "hyps" / f"{name}.test2016.txt").read_text(encoding="utf-8").splitlines()
+        assert len(hyps) == len(refs)
+        assert row["bleu"] == corpus_scores(hyps, refs).bleu
+        assert row["steps"] == 40 and row["parameters"] > 0 and row["tgt_tokens_per_s"] > 0
+        assert row["valid_bleu"] is not None and row["tokenized_bleu"] is not None
+        assert sum(b["sentences"] for b in results["bleu_by_length"][name]) == len(refs)
+    assert rows["rnnencdec"]["bleu_p"] is None and 0 < rows["transformer"]["bleu_p"] <= 1
+    md = (report / "report.md").read_text(encoding="utf-8")
+    assert "nrefs:1" in md and "paired bootstrap" in md and "tokenized BLEU" in md
+
+
+def test_rerun_reuses_finished_runs(
+    compared: Path, tiny_root: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoints = {p: p.stat().st_mtime_ns for p in (compared / "runs").rglob("*.pt")}
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        run_comparison(_compare_config(tiny_root, cache_dir, compared))
+        assert capsys.readouterr().out.count("not retraining") == 2
+        assert {p: p.stat().st_mtime_ns for p in (compared / "runs").rglob("*.pt")} == checkpoints
+        # A changed training option makes a run unfinished again (nmt-train then resumes it).
+        specs = compose_runs(_compare_config(tiny_root, cache_dir, compared, ["trainer.max_steps=60"]))
+        assert not any(is_finished(s) for s in specs)
+
+
+def test_unknown_baseline_is_refused(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, tmp_path)
+        cfg.compare.baseline = "rnnsearch"
+        with pytest.raises(ConfigError, match="compare.baseline='rnnsearch' is not one of compare.runs"):
+            compose_runs(cfg)
