@@ -32,6 +32,7 @@ from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
 from nmt.report import DecodedRun, write_report
+from nmt.train import MACHINE_DATA_KEYS
 from nmt.translator import Translator, load_translator
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
 
 def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a training config that decide what a run computes."""
-    data = {k: v for k, v in cfg["data"].items() if k not in ("root", "cache_dir")}
+    data = {k: v for k, v in cfg["data"].items() if k not in MACHINE_DATA_KEYS}
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
     return {"model": cfg["model"], "data": data, "trainer": trainer}
 

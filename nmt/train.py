@@ -33,8 +33,10 @@ from nmt.translator import Translator, pick_device
 
 log = logging.getLogger(__name__)
 
-# Sections of the config that must match for a checkpoint to be continued.
+# Sections of the config that must match for a checkpoint to be continued, and the data options inside
+# them that only say where or how fast this machine reads the data.
 _RESUME_KEYS = ("model", "data")
+MACHINE_DATA_KEYS = ("root", "cache_dir", "num_proc")
 
 
 def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
@@ -51,7 +53,7 @@ def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {k: cfg.get(k) for k in _RESUME_KEYS}
-    out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in ("root", "cache_dir")}
+    out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in MACHINE_DATA_KEYS}
     return out
 
 

@@ -53,22 +53,25 @@ def test_unknown_split_names_choices(tiny_root):
         load_split(data_cfg(tiny_root), "test2099")
 
 
-def test_line_count_mismatch_names_both_files(tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_line_count_mismatch_names_both_files(tmp_path, cached):
     write_split(tmp_path / "multi30k", "train", ["a", "b", "c"], ["x", "y"])
     with pytest.raises(DataError, match=r"train\.de has 3 lines but .*train\.en has 2"):
-        load_split(data_cfg(tmp_path), "train")
+        load_split(data_cfg(tmp_path), "train", tmp_path / "cache" if cached else None)
 
 
-def test_non_utf8_names_file_and_line(tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_non_utf8_names_file_and_line(tmp_path, cached):
     write_split(tmp_path / "multi30k", "train", ["a", "b", "c"], ["x", "y", "z"])
     (tmp_path / "multi30k" / "train.de").write_bytes(b"a\nb\xe4c\nc\n")
     with pytest.raises(DataError, match=r"train\.de:2: not valid UTF-8"):
-        load_split(data_cfg(tmp_path), "train")
+        load_split(data_cfg(tmp_path), "train", tmp_path / "cache" if cached else None)
 
 
-def test_missing_files_say_where_data_is_looked_for(tmp_path):
+@pytest.mark.parametrize("cached", [False, True])
+def test_missing_files_say_where_data_is_looked_for(tmp_path, cached):
     with pytest.raises(DataError, match=r"data file not found: .*multi30k/train\.de.*NMT_DATA_ROOT"):
-        load_split(data_cfg(tmp_path), "train")
+        load_split(data_cfg(tmp_path), "train", tmp_path / "cache" if cached else None)
 
 
 def test_tokenizer_is_trained_once_and_reused(tiny_root, tmp_path):
@@ -142,3 +145,33 @@ def test_empty_and_whitespace_training_pairs_are_dropped_and_counted(tmp_path, c
     assert len(data.train) == 17
     assert "dropped 3 training pairs with an empty or whitespace-only side" in caplog.text
     assert len(data.valid.sources) == 20  # evaluation data keeps every line
+
+
+def test_training_corpus_is_cached_as_arrow_ids_only_and_reused(tmp_path):
+    """The training text is streamed into Arrow once; later starts map the cached files and re-encode nothing."""
+    from nmt.data.prepare import prepare_training_data
+
+    de, en = read_pairs("train", 200)
+    for stem in ("train", "valid"):
+        write_split(tmp_path / "multi30k", stem, de, en)
+    cfg = data_cfg(tmp_path)
+    first = prepare_training_data(cfg)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.arrow")}
+    again = prepare_training_data(cfg)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.arrow")} == files
+    assert again.train.cache_files and all(f["filename"].startswith(str(tmp_path / "cache")) for f in again.train.cache_files)
+    assert set(again.train.column_names) == {"src_ids", "tgt_ids", "src_len", "tgt_len"}  # no text kept
+    assert again.train["src_ids"][:] == first.train["src_ids"][:] == first.src_tok.encode(de)
+
+
+def test_multiprocess_encoding_equals_in_process(tiny_root, tmp_path):
+    from nmt.data.batching import encode_corpus
+    from nmt.data.prepare import worker_processes
+
+    ds = load_split(data_cfg(tiny_root), "train")
+    tok, _ = load_or_train_tokenizers(ds, data_cfg(tiny_root).tokenizer, tmp_path)
+    one = encode_corpus(ds, tok, tok)
+    two = encode_corpus(ds, tok, tok, cache_file=tmp_path / "enc.arrow", keep_text=False, num_proc=2)
+    assert two["src_ids"][:] == one["src_ids"][:] and two["tgt_len"][:] == one["tgt_len"][:]
+    assert worker_processes(data_cfg(tiny_root), 64) is None  # small corpora: no worker start-up cost
+    assert worker_processes(data_cfg(tiny_root, num_proc=3), 4_500_000) == 3

@@ -28,8 +28,14 @@ def encode_corpus(
     src_tok: SubwordTokenizer,
     tgt_tok: SubwordTokenizer,
     cache_file: str | Path | None = None,
+    keep_text: bool = True,
+    num_proc: int | None = None,
 ) -> datasets.Dataset:
-    """Add ``src_ids``, ``tgt_ids`` and their lengths; with ``cache_file`` the result is a mapped Arrow file."""
+    """Add ``src_ids``, ``tgt_ids`` and their lengths; with ``cache_file`` the result is a mapped Arrow file.
+
+    ``keep_text=False`` drops the text columns (training needs only ids and lengths, and the smaller file
+    is what the data loader pages in); ``num_proc`` tokenizes in that many processes.
+    """
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list]:
         src_ids, tgt_ids = src_tok.encode(batch["src"]), tgt_tok.encode(batch["tgt"])
@@ -40,18 +46,19 @@ def encode_corpus(
             "tgt_len": [len(x) for x in tgt_ids],
         }
 
-    kwargs = {}
+    kwargs: dict = {"remove_columns": [] if keep_text else ["src", "tgt"], "num_proc": num_proc}
     if cache_file is not None:
         Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"cache_file_name": str(cache_file), "new_fingerprint": Path(cache_file).stem}
+        kwargs |= {"cache_file_name": str(cache_file), "new_fingerprint": Path(cache_file).stem}
     return ds.map(encode, batched=True, batch_size=2000, desc="encoding", **kwargs)
 
 
-def filter_long(ds: datasets.Dataset, max_len: int) -> datasets.Dataset:
+def filter_long(ds: datasets.Dataset, max_len: int, num_proc: int | None = None) -> datasets.Dataset:
     """Training only: drop pairs with a side longer than ``max_len`` subwords, logging how many."""
     kept = ds.filter(
         lambda b: [s <= max_len and t <= max_len for s, t in zip(b["src_len"], b["tgt_len"])],
         batched=True,
+        num_proc=num_proc,
     )
     if len(kept) < len(ds):
         log.info("dropped %d training pairs longer than %d subwords", len(ds) - len(kept), max_len)

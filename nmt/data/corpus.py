@@ -40,36 +40,70 @@ def local_split_paths(data_cfg: Any, split: str) -> tuple[Path, Path]:
     return folder / f"{stem}.{data_cfg.src_lang}", folder / f"{stem}.{data_cfg.tgt_lang}"
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 text file, one segment per line, naming the line of any undecodable bytes."""
-    lines: list[str] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                lines.append(raw.decode("utf-8").strip())
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                    "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-                ) from None
-    return lines
+def _decode(raw: bytes, path: str, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
-def read_parallel_files(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
-    """Read two line-aligned files; refuse files that are missing or of different length."""
+def _count_rest(f: Any) -> int:
+    return sum(1 for _ in f)
+
+
+def iter_parallel_files(src_path: str, tgt_path: str, stamp: str = "") -> Iterator[dict[str, str]]:
+    """Stream aligned lines of two files as ``{"src", "tgt"}`` rows; refuse files of different length.
+
+    ``stamp`` is unused here: it carries the files' sizes and times into the datasets cache key.
+    """
     for path in (src_path, tgt_path):
-        if not path.is_file():
+        if not Path(path).is_file():
             raise DataError(
                 f"data file not found: {path}. Data is looked for under data.root "
                 f"(set NMT_DATA_ROOT or data.root=...; see data/README.md for where to get it)"
             )
-    src, tgt = _read_lines(src_path), _read_lines(tgt_path)
-    if len(src) != len(tgt):
+    with open(src_path, "rb") as fs, open(tgt_path, "rb") as ft:
+        lineno = 0
+        while (a := fs.readline()) and (b := ft.readline()):
+            lineno += 1
+            yield {"src": _decode(a, src_path, lineno), "tgt": _decode(b, tgt_path, lineno)}
+        # One file ended; the other may still hold lines (a line already read from fs counts too).
+        n_src = lineno + (1 if a else 0) + _count_rest(fs)
+        n_tgt = lineno + _count_rest(ft)
+    if n_src != n_tgt:
         raise DataError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: "
+            f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}: "
             "parallel files must be line-aligned (one segment per line in each)"
         )
-    return src, tgt
+
+
+def read_parallel_files(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
+    """Both files as lists of lines (small files: evaluation sets)."""
+    rows = list(iter_parallel_files(str(src_path), str(tgt_path)))
+    return [r["src"] for r in rows], [r["tgt"] for r in rows]
+
+
+def cached_parallel_files(src_path: Path, tgt_path: Path, cache_dir: Path) -> datasets.Dataset:
+    """A large parallel corpus streamed once into a memory-mapped Arrow file under ``cache_dir``.
+
+    The text never sits in Python lists: rows go from the files to Arrow in batches. Later runs reuse
+    the Arrow file as long as both files keep their size and modification time.
+    """
+    stamp = "|".join(f"{p.stat().st_size}-{p.stat().st_mtime_ns}" for p in (src_path, tgt_path) if p.is_file())
+    try:
+        return datasets.Dataset.from_generator(
+            iter_parallel_files,
+            features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
+            cache_dir=str(cache_dir),
+            gen_kwargs={"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp},
+        )
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, DataError):  # our own message, not the datasets wrapper
+            raise e.__cause__ from None
+        raise
 
 
 def _hub_rows(ds: datasets.Dataset, src_lang: str, tgt_lang: str) -> datasets.Dataset:
@@ -90,8 +124,12 @@ def _hub_rows(ds: datasets.Dataset, src_lang: str, tgt_lang: str) -> datasets.Da
     return ds.map(pick, batched=True, remove_columns=ds.column_names)
 
 
-def load_split(data_cfg: Any, split: str) -> datasets.Dataset:
-    """Load one split as a Dataset with columns ``src`` and ``tgt`` (order and count kept as in the source)."""
+def load_split(data_cfg: Any, split: str, cache_dir: Path | None = None) -> datasets.Dataset:
+    """Load one split as a Dataset with columns ``src`` and ``tgt`` (order and count kept as in the source).
+
+    With ``cache_dir`` a local split is streamed into a memory-mapped Arrow cache (training corpora);
+    without, it is read into memory (evaluation sets).
+    """
     _check_split(data_cfg, split)
     if data_cfg.source == "hub":
         hub = data_cfg.hub
@@ -99,7 +137,10 @@ def load_split(data_cfg: Any, split: str) -> datasets.Dataset:
         return _hub_rows(ds, data_cfg.src_lang, data_cfg.tgt_lang)
     if data_cfg.source != "local":
         raise DataError(f"data.source={data_cfg.source!r}: use 'local' or 'hub'")
-    src, tgt = read_parallel_files(*local_split_paths(data_cfg, split))
+    paths = local_split_paths(data_cfg, split)
+    if cache_dir is not None:
+        return cached_parallel_files(*paths, cache_dir)
+    src, tgt = read_parallel_files(*paths)
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
 
 

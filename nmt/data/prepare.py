@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import datasets
 
 from nmt.data.batching import encode_corpus, filter_long
 from nmt.data.corpus import drop_empty_pairs, load_split
-from nmt.data.tokenizer import SubwordTokenizer, corpus_fingerprint, load_or_train_tokenizers
+from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,29 @@ def load_eval_set(data_cfg: Any, split: str, src_tok: SubwordTokenizer, tgt_tok:
     return EvalSet(split, encode_corpus(raw, src_tok, tgt_tok), raw["src"], raw["tgt"])
 
 
+def worker_processes(data_cfg: Any, rows: int) -> int | None:
+    """Processes for tokenizing a training corpus: ``data.num_proc`` (null: one per core, at most 8);
+    corpora under 200k pairs are done in-process, where starting workers would cost more than it saves."""
+    if rows < 200_000:
+        return None
+    wanted = data_cfg.get("num_proc") or min(8, os.cpu_count() or 1)
+    return int(wanted) if int(wanted) > 1 else None
+
+
 def prepare_training_data(data_cfg: Any) -> TrainingData:
     """Load train/valid, train or reuse the sentencepiece model(s), encode and length-filter train."""
-    train_raw = drop_empty_pairs(load_split(data_cfg, data_cfg.train_split))
-    fingerprint = corpus_fingerprint(train_raw)
     cache_dir = Path(data_cfg.cache_dir)
+    train_raw = drop_empty_pairs(load_split(data_cfg, data_cfg.train_split, cache_dir / "raw"))
+    # The datasets fingerprint of a cached corpus follows its files (local) or hub revision; hashing the
+    # text itself would cost a full pass over a WMT-size corpus at every start.
+    fingerprint = train_raw._fingerprint
     src_tok, tgt_tok = load_or_train_tokenizers(train_raw, data_cfg.tokenizer, cache_dir, fingerprint)
     key = hashlib.sha256(f"{fingerprint}-{src_tok.digest}-{tgt_tok.digest}".encode()).hexdigest()[:16]
-    train = encode_corpus(train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow")
-    train = filter_long(train, int(data_cfg.max_len))
+    num_proc = worker_processes(data_cfg, len(train_raw))
+    train = encode_corpus(
+        train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
+    )
+    train = filter_long(train, int(data_cfg.max_len), num_proc)
     log.info("training pairs: %d (vocab src %d, tgt %d)", len(train), len(src_tok), len(tgt_tok))
     valid = load_eval_set(data_cfg, data_cfg.valid_split, src_tok, tgt_tok)
     return TrainingData(train, valid, src_tok, tgt_tok)

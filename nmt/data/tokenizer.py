@@ -40,6 +40,12 @@ class SubwordTokenizer:
     def __len__(self) -> int:
         return self.sp.get_piece_size()
 
+    def __getstate__(self) -> bytes:  # worker processes receive the model bytes and rebuild the processor
+        return self.model_proto
+
+    def __setstate__(self, proto: bytes) -> None:
+        self.__init__(proto)
+
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts, out_type=int)
 
