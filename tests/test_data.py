@@ -159,7 +159,8 @@ def test_training_corpus_is_cached_as_arrow_ids_only_and_reused(tmp_path):
     files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.arrow")}
     again = prepare_training_data(cfg)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.arrow")} == files
-    assert again.train.cache_files and all(f["filename"].startswith(str(tmp_path / "cache")) for f in again.train.cache_files)
+    cache = str(tmp_path / "cache")
+    assert again.train.cache_files and all(f["filename"].startswith(cache) for f in again.train.cache_files)
     assert set(again.train.column_names) == {"src_ids", "tgt_ids", "src_len", "tgt_len"}  # no text kept
     assert again.train["src_ids"][:] == first.train["src_ids"][:] == first.src_tok.encode(de)
 
