@@ -1,0 +1,235 @@
+"""Speed against JoeyNMT 2.3 on the same machine, same model, same data, same batches, in one run.
+
+    python -m venv /tmp/joeyenv && /tmp/joeyenv/bin/pip install torch==2.13.0 joeynmt==2.3.0
+    python scripts/benchmark_joeynmt.py --joey-python /tmp/joeyenv/bin/python --steps 150
+
+JoeyNMT is only run as a separate program from its own virtualenv; this project does not depend on it.
+Both toolkits train the quickstart Transformer (3+3 layers, d 256, ff 1024, 4 heads, post-norm, tied
+embeddings, dropout 0.1, label smoothing 0.1, Adam 0.9/0.98, lr 1.5e-3 with 400 warm-up steps, clip 5)
+on Multi30k de-en with the same 8k joint sentencepiece model and 4096-token batches for ``--steps``
+updates with their own training loops, then decode test2016 with beam 5 (alpha 1.0) using the model
+they just trained. Training speed is the median of each toolkit's own logged target tokens/s (JoeyNMT's
+"Tokens per Sec" counts target tokens and leaves validation out); decoding speed is timed around the
+generation loop (JoeyNMT's "Generation took" log line; our Translator call). Prints a table and writes
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nmt.data.prepare import load_eval_set, prepare_training_data
+from nmt.metrics import corpus_bleu
+from nmt.paths import CONFIG_DIR
+from nmt.search import SearchConfig
+from nmt.translator import load_translator
+
+BEAM, ALPHA = 5, 1.0
+
+
+def joey_config(work: Path, data_root: Path, steps: int, test_only: bool = False) -> dict:
+    side = {
+        "level": "bpe",
+        "lowercase": False,
+        "max_length": 100,
+        "voc_file": str(work / "vocab.txt"),
+        "tokenizer_type": "sentencepiece",
+        "tokenizer_cfg": {"model_file": str(work / "spm.model")},
+    }
+    layers = {
+        "type": "transformer",
+        "num_layers": 3,
+        "num_heads": 4,
+        "embeddings": {"embedding_dim": 256, "scale": True, "dropout": 0.0},
+        "hidden_size": 256,
+        "ff_size": 1024,
+        "dropout": 0.1,
+        "layer_norm": "post",
+    }
+    data = {
+        "train": str(data_root / "multi30k" / "train"),
+        "dev": str(data_root / "multi30k" / "valid"),
+        "test": str(data_root / "multi30k" / "test2016"),
+        "dataset_type": "plain",
+        "src": {"lang": "de", **side},
+        "trg": {"lang": "en", **side},
+    }
+    if test_only:
+        del data["dev"]
+    return {
+        "name": "joeynmt_benchmark",
+        "model_dir": str(work / "joey_model"),
+        "use_cuda": False,
+        "random_seed": 1,
+        "data": data,
+        "testing": {
+            "n_best": 1,
+            "beam_size": BEAM,
+            "beam_alpha": ALPHA,
+            "batch_size": 2000,
+            "batch_type": "token",
+            "max_output_length": -1,
+            "eval_metrics": ["bleu"],
+            "sacrebleu_cfg": {"tokenize": "13a"},
+        },
+        "training": {
+            "optimizer": "adam",
+            "adam_betas": [0.9, 0.98],
+            "learning_rate": 1.5e-3,
+            "learning_rate_min": 1.0e-8,
+            "learning_rate_warmup": 400,
+            "scheduling": "warmupinversesquareroot",
+            "clip_grad_norm": 5.0,
+            "label_smoothing": 0.1,
+            "loss": "crossentropy",
+            "normalization": "tokens",
+            "batch_size": 4096,
+            "batch_type": "token",
+            "updates": steps,
+            "epochs": 1000,
+            "validation_freq": steps,  # JoeyNMT writes a checkpoint only when it validates
+            "logging_freq": 10,
+            "early_stopping_metric": "ppl",
+            "keep_best_ckpts": 1,
+            "overwrite": True,
+            "shuffle": True,
+            "print_valid_sents": [],
+        },
+        "model": {
+            "initializer": "xavier_uniform",
+            "embed_initializer": "xavier_uniform",
+            "tied_embeddings": True,
+            "tied_softmax": True,
+            "encoder": layers,
+            "decoder": layers,
+        },
+    }
+
+
+def median_after_first(values: list[float]) -> float:
+    """Median of the logged rates, leaving out the first window (start-up, first allocations)."""
+    return statistics.median(values[1:] if len(values) > 2 else values)
+
+
+def run_logged(command: list[str], log_file: Path) -> str:
+    with open(log_file, "w") as f:
+        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    text = log_file.read_text()
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:4])} ... failed (exit {done.returncode}); log: {log_file}\n{text[-3000:]}")
+    return text
+
+
+def bench_joeynmt(python: str, work: Path, data_root: Path, steps: int) -> dict:
+    train_cfg, test_cfg = work / "joey_train.yaml", work / "joey_test.yaml"
+    train_cfg.write_text(yaml.safe_dump(joey_config(work, data_root, steps)))
+    test_cfg.write_text(yaml.safe_dump(joey_config(work, data_root, steps, test_only=True)))
+    log = run_logged([python, "-m", "joeynmt", "train", str(train_cfg), "--skip-test"], work / "joey_train.log")
+    rates = [float(r) for r in re.findall(r"Tokens per Sec:\s+(\d+)", log)]
+    out = work / "joey_hyps"
+    log = run_logged([python, "-m", "joeynmt", "test", str(test_cfg), "-o", str(out)], work / "joey_test.log")
+    generation = float(re.findall(r"Generation took ([\d.]+)\[sec\]", log)[-1])
+    bleu = re.findall(r"Evaluation result \(beam search\): bleu:\s+([\d.]+)", log)
+    return {
+        "train_tgt_tok_s": median_after_first(rates),
+        "decode_s": generation,
+        "output_words": output_words(Path(f"{out}.test")),
+        "test_bleu": float(bleu[-1]) if bleu else None,
+    }
+
+
+def output_words(hyp_file: Path) -> int:
+    """Whitespace words in a hypothesis file: decoding time depends on how much was generated."""
+    return sum(len(line.split()) for line in hyp_file.read_text(encoding="utf-8").splitlines())
+
+
+def bench_ours(work: Path, data_root: Path, steps: int) -> dict:
+    run_dir = work / "nmt_model"
+    overrides = [
+        "experiment=quickstart",
+        f"data.root={data_root}",
+        f"run_dir={run_dir}",
+        "resume=false",
+        f"trainer.max_steps={steps}",
+        "trainer.max_minutes=0",
+        "trainer.log_every=10",
+        "trainer.validate_every=0",
+        "data.test_splits=[]",
+    ]
+    log = run_logged([sys.executable, "-m", "nmt.train", *overrides], work / "nmt_train.log")
+    rates = [float(r) for r in re.findall(r"tgt tok/s (\d+)", log)]
+    search = SearchConfig(beam_size=BEAM, length_penalty=ALPHA)
+    translator, cfg = load_translator(str(run_dir / "best.pt"), search, "cpu", 8000)
+    data_cfg = OmegaConf.create({**cfg["data"], "root": str(data_root)})
+    eval_set = load_eval_set(data_cfg, "test2016", translator.src_tok, translator.tgt_tok)
+    start = time.perf_counter()
+    hyps = translator.translate_text(eval_set.sources)
+    seconds = time.perf_counter() - start
+    (work / "nmt_hyps.test").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    return {
+        "train_tgt_tok_s": median_after_first(rates),
+        "decode_s": seconds,
+        "output_words": output_words(work / "nmt_hyps.test"),
+        "test_bleu": round(corpus_bleu(hyps, eval_set.references), 2),
+    }
+
+
+def export_tokenizer(work: Path, data_root: Path) -> None:
+    """Our joint sentencepiece model and its pieces (JoeyNMT's vocabulary file) for JoeyNMT to use."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=quickstart", f"data.root={data_root}"])
+    tok = prepare_training_data(cfg.data).src_tok
+    (work / "spm.model").write_bytes(tok.model_proto)
+    specials = {"<pad>", "<unk>", "<s>", "</s>"}
+    pieces = [p for p in tok.pieces(list(range(len(tok)))) if p not in specials]
+    (work / "vocab.txt").write_text("".join(p + "\n" for p in pieces), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--joey-python", required=True, help="python of a virtualenv with joeynmt==2.3.0")
+    parser.add_argument("--steps", type=int, default=150, help="training updates for each toolkit")
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmark_joeynmt"))
+    parser.add_argument("--data-root", type=Path, default=Path(os.environ.get("NMT_DATA_ROOT", "../shared/data")))
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data_root = args.data_root.resolve()
+    export_tokenizer(args.work, data_root)
+    sentences = len((data_root / "multi30k" / "test2016.de").read_text(encoding="utf-8").splitlines())
+    joey = bench_joeynmt(args.joey_python, args.work.resolve(), data_root, args.steps)
+    ours = bench_ours(args.work.resolve(), data_root, args.steps)
+    rows = {"joeynmt 2.3.0": joey, "nmt": ours}
+    for r in rows.values():
+        r["beam5_sent_s"] = round(sentences / r["decode_s"], 1)
+        r["beam5_words_s"] = round(r["output_words"] / r["decode_s"], 1)
+    print(f"{args.steps} training updates each, test2016 ({sentences} sentences), beam {BEAM}, alpha {ALPHA}")
+    print("| toolkit | train tgt tok/s | beam-5 sent/s | beam-5 output words/s | test2016 BLEU after the updates |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['train_tgt_tok_s']:.0f} | {r['beam5_sent_s']} | {r['beam5_words_s']} | {r['test_bleu']} |"
+        )
+    ratio = {
+        "train": round(ours["train_tgt_tok_s"] / joey["train_tgt_tok_s"], 2),
+        "beam5": round(ours["beam5_sent_s"] / joey["beam5_sent_s"], 2),
+    }
+    print(f"nmt / joeynmt: training {ratio['train']}x, beam-5 decoding {ratio['beam5']}x")
+    if args.json:
+        args.json.write_text(json.dumps({"steps": args.steps, "toolkits": rows, "ratio": ratio}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
