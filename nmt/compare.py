@@ -32,7 +32,7 @@ from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
 from nmt.report import DecodedRun, write_report
-from nmt.train import MACHINE_DATA_KEYS
+from nmt.train import comparable_config
 from nmt.translator import Translator, load_translator
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,8 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
 
 def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a training config that decide what a run computes."""
-    data = {k: v for k, v in cfg["data"].items() if k not in MACHINE_DATA_KEYS}
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
-    return {"model": cfg["model"], "data": data, "trainer": trainer}
+    return {**comparable_config(cfg), "trainer": trainer}
 
 
 def is_finished(spec: RunSpec) -> bool:

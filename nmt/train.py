@@ -51,7 +51,8 @@ def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
     return toks
 
 
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model and data sections without the options that only say where this machine keeps the data."""
     out = {k: cfg.get(k) for k in _RESUME_KEYS}
     out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in MACHINE_DATA_KEYS}
     return out
@@ -72,7 +73,7 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] 
     path, payload = found
     saved = yaml.safe_load(payload["config"])
     now = OmegaConf.to_container(cfg, resolve=True)
-    if _comparable(saved) != _comparable(now):
+    if comparable_config(saved) != comparable_config(now):
         raise ConfigError(
             f"{run_dir} holds a run with a different model or data config; pick another run_dir=... "
             "(or name=...) for this one, or rerun with the original options to continue it"
