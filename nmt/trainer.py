@@ -100,6 +100,7 @@ class Trainer:
             max_sentences=self.t.max_sentences,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
+            rows=data.train_rows,
         )
         self.state = TrainState()
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.t.amp))

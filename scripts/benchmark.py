@@ -58,7 +58,7 @@ def bench_training(model_name: str, data, steps: int, max_tokens: int, roofline:
     model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), foreach=True)
     src_lens, tgt_lens = lengths(data.train)
-    sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1)
+    sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
     batches = []
     for batch in batch_loader(data.train, sampler):
         batches.append(batch)

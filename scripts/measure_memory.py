@@ -3,9 +3,11 @@
     python scripts/measure_memory.py --mark "step 1 " -- nmt-train ... trainer.num_workers=2
 
 Every 0.2 s it sums, over the command and all its descendants, RSS (counts shared pages, e.g. a
-memory-mapped Arrow file, once per process: an upper bound) and PSS (shares them out: the memory the
-tree really holds). ``--mark`` reports when a line matching it first appears in the output (e.g. the
-first training step, for start-up time). Prints one JSON line at the end.
+memory-mapped Arrow file, once per process: an upper bound), PSS (shares them out: the memory the
+tree really holds) and anonymous memory (heap and stacks: what the kernel cannot drop and re-read from
+a file); it also keeps the largest RSS of a single process. ``--mark`` reports when a line matching it
+first appears in the output (e.g. the first training step, for start-up time). Prints one JSON line at
+the end.
 """
 
 from __future__ import annotations
@@ -31,18 +33,24 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _memory_kib(pid: int) -> tuple[int, int]:
-    rss = pss = 0
+FIELDS = {"Rss:": "rss", "Pss:": "pss", "Anonymous:": "anon"}
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """Tree totals of RSS, PSS and anonymous memory, plus the largest single-process RSS (KiB)."""
+    total = dict.fromkeys([*FIELDS.values(), "process_rss"], 0)
     for p in _tree(pid):
         try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
+            lines = Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return rss, pss
+        for line in lines:
+            key, value = line.split()[:2]
+            if key in FIELDS:
+                total[FIELDS[key]] += int(value)
+                if key == "Rss:":
+                    total["process_rss"] = max(total["process_rss"], int(value))
+    return total
 
 
 def main() -> None:
@@ -53,14 +61,13 @@ def main() -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     start = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    peak = {"rss_gib": 0.0, "pss_gib": 0.0}
+    peak = dict.fromkeys([*FIELDS.values(), "process_rss"], 0)
     marked: list[float] = []
 
     def sample() -> None:
         while proc.poll() is None:
-            rss, pss = _memory_kib(proc.pid)
-            peak["rss_gib"] = max(peak["rss_gib"], rss / 2**20)
-            peak["pss_gib"] = max(peak["pss_gib"], pss / 2**20)
+            for key, kib in _memory_kib(proc.pid).items():
+                peak[key] = max(peak[key], kib)
             time.sleep(0.2)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -74,8 +81,8 @@ def main() -> None:
         "exit_status": proc.returncode,
         "wall_s": round(time.monotonic() - start, 1),
         "mark_s": round(marked[0], 1) if marked else None,
-        "peak_tree_rss_gib": round(peak["rss_gib"], 2),
-        "peak_tree_pss_gib": round(peak["pss_gib"], 2),
+        **{f"peak_tree_{key}_gib": round(peak[key] / 2**20, 2) for key in FIELDS.values()},
+        "peak_process_rss_gib": round(peak["process_rss"] / 2**20, 2),
     }
     print(json.dumps(result))
 

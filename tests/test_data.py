@@ -10,7 +10,7 @@ import pytest
 from conftest import read_pairs, tiny_config, write_split
 from omegaconf import OmegaConf
 
-from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.batching import TokenBatchSampler, collate, lengths
 from nmt.data.corpus import load_split
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_or_train_tokenizers
 from nmt.errors import DataError
@@ -142,7 +142,7 @@ def test_empty_and_whitespace_training_pairs_are_dropped_and_counted(tmp_path, c
     cfg = data_cfg(tmp_path)
     caplog.set_level("INFO")
     data = prepare_training_data(cfg)
-    assert len(data.train) == 17
+    assert len(data.train) == len(data.train_rows) == 17
     assert "dropped 3 training pairs with an empty or whitespace-only side" in caplog.text
     assert len(data.valid.sources) == 20  # evaluation data keeps every line
 
@@ -176,3 +176,35 @@ def test_multiprocess_encoding_equals_in_process(tiny_root, tmp_path):
     assert two["src_ids"][:] == one["src_ids"][:] and two["tgt_len"][:] == one["tgt_len"][:]
     assert worker_processes(data_cfg(tiny_root), 64) is None  # small corpora: no worker start-up cost
     assert worker_processes(data_cfg(tiny_root, num_proc=3), 4_500_000) == 3
+
+
+def test_long_pairs_are_left_out_of_training_batches_without_filtering_the_dataset(tmp_path, caplog):
+    """Pairs over data.max_len never reach a batch, and the training set stays a plain memory-mapped table:
+    a datasets filter would add an indices mapping through which reading the length columns of 4.5M pairs
+    took 9 minutes at every start."""
+    from nmt.data.prepare import prepare_training_data
+
+    de, en = read_pairs("train", 60)
+    de[5], en[11] = " ".join(["Hund"] * 50), " ".join(["dog"] * 40)
+    for stem in ("train", "valid"):
+        write_split(tmp_path / "multi30k", stem, de, en)
+    caplog.set_level("INFO")
+    data = prepare_training_data(data_cfg(tmp_path, max_len=30))
+    assert data.train._indices is None and len(data.train) == 60
+    src_lens, tgt_lens = lengths(data.train)
+    assert src_lens.tolist() == [len(x) for x in data.train["src_ids"]]
+    assert tgt_lens.tolist() == [len(x) for x in data.train["tgt_ids"]]
+    long = {i for i in range(60) if max(src_lens[i], tgt_lens[i]) > 30}
+    assert {5, 11} <= long and sorted(data.train_rows.tolist()) == sorted(set(range(60)) - long)
+    assert f"dropped {len(long)} training pairs longer than 30 subwords" in caplog.text
+    sampler = TokenBatchSampler(src_lens, tgt_lens, 200, shuffle=True, seed=3, rows=data.train_rows)
+    seen = np.concatenate(sampler.epoch_batches(0))
+    assert sorted(seen.tolist()) == data.train_rows.tolist()
+    for b in sampler.epoch_batches(0):  # the token budget holds for the real lengths of the rows
+        assert len(b) * (max(src_lens[b].max(), tgt_lens[b].max()) + 1) <= 200 or len(b) == 1
+
+
+def test_lengths_follow_an_indices_mapping():
+    ds = datasets.Dataset.from_dict({"src_len": [3, 1, 4, 1, 5], "tgt_len": [9, 2, 6, 5, 3]})
+    src, tgt = lengths(ds.select([4, 0, 2]))
+    assert src.tolist() == [5, 3, 4] and tgt.tolist() == [3, 9, 6]

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
-from nmt.data.batching import encode_corpus, filter_long
+from nmt.data.batching import encode_corpus, lengths, rows_within
 from nmt.data.corpus import drop_empty_pairs, load_split
 from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers
 
@@ -30,7 +31,8 @@ class EvalSet:
 
 @dataclass
 class TrainingData:
-    train: datasets.Dataset  # encoded, filtered
+    train: datasets.Dataset  # encoded (ids and lengths), memory-mapped, every non-empty pair
+    train_rows: np.ndarray  # (N,) rows of ``train`` within data.max_len: the ones batches are drawn from
     valid: EvalSet
     src_tok: SubwordTokenizer
     tgt_tok: SubwordTokenizer
@@ -64,7 +66,7 @@ def prepare_training_data(data_cfg: Any) -> TrainingData:
     train = encode_corpus(
         train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
     )
-    train = filter_long(train, int(data_cfg.max_len), num_proc)
-    log.info("training pairs: %d (vocab src %d, tgt %d)", len(train), len(src_tok), len(tgt_tok))
+    rows = rows_within(*lengths(train), int(data_cfg.max_len))
+    log.info("training pairs: %d (vocab src %d, tgt %d)", len(rows), len(src_tok), len(tgt_tok))
     valid = load_eval_set(data_cfg, data_cfg.valid_split, src_tok, tgt_tok)
-    return TrainingData(train, valid, src_tok, tgt_tok)
+    return TrainingData(train, rows, valid, src_tok, tgt_tok)
