@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from nmt.data.batching import pad_sequences
+from nmt.data.tokenizer import EOS_ID
 from nmt.models import build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
 
@@ -53,3 +54,24 @@ def test_beam_of_one_is_greedy():
     greedy = greedy_search(model, src, lengths, SearchConfig(beam_size=1))
     beam = beam_search(model, src, lengths, SearchConfig(beam_size=1, length_penalty=0.0))
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+
+
+def test_beam_stops_a_sentence_once_it_has_k_finished_hypotheses():
+    """fairseq's stopping rule. The previous rule waited until no alive hypothesis could beat the finished
+    ones after length normalisation, which ran nearly every sentence to its length limit."""
+    model, src, lengths = _setup()
+    real_decode, calls = model.decode, []
+
+    def decode(prev, memory, state, need_attention=False):
+        logits, state, att = real_decode(prev, memory, state, need_attention)
+        scripted = torch.full_like(logits, -1e4)
+        scripted[..., EOS_ID], scripted[..., 7], scripted[..., 8] = 0.0, -0.5, -0.7
+        calls.append(prev.size(0))
+        return scripted, state, att
+
+    model.decode = decode
+    cfg = SearchConfig(beam_size=2, n_best=2, length_penalty=1.0, max_len_b=50)
+    hyps = beam_search(model, src[:1], lengths[:1], cfg)[0]
+    # step 1: EOS is the best candidate (1 finished), 7 and 8 go on; step 2: both end in EOS -> done
+    assert len(calls) == 2
+    assert [h.tokens for h in hyps] == [[], [7]]
