@@ -95,3 +95,23 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
         for k, v in weights.items():
             total[k] = total[k] + v.double() if k in total else v.double()
     return {k: (v / len(paths)).to(torch.float32) for k, v in total.items()}
+
+
+def evaluation_weights(run_dir: str | Path, which: str, average_last: int = 5) -> tuple[str, dict[str, torch.Tensor]]:
+    """The model weights a run is evaluated with (``eval.checkpoint``) and a label saying which.
+
+    ``best``: best.pt (the newest step checkpoint if the run never validated); ``last``: the newest
+    step checkpoint; ``average``: the mean of the newest ``average_last`` step checkpoints.
+    """
+    if which not in ("best", "last", "average"):
+        raise CheckpointError(f"eval.checkpoint={which!r}: use best, last or average")
+    run_dir = Path(run_dir)
+    if which == "best" and (run_dir / "best.pt").is_file():
+        return "best.pt", load_checkpoint(run_dir / "best.pt")["model"]
+    steps = step_checkpoints(run_dir)
+    if not steps:
+        raise CheckpointError(f"{run_dir} has no ckpt_<step>.pt checkpoint to evaluate")
+    if which == "average":
+        chosen = steps[:average_last]
+        return f"average of {', '.join(p.name for p in chosen)}", average_weights(chosen)
+    return steps[0].name, load_checkpoint(steps[0])["model"]

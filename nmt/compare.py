@@ -24,7 +24,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.checkpoint import average_weights, latest_checkpoint, step_checkpoints
+from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
 from nmt.cli import report_user_errors, set_threads
 from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
@@ -108,15 +108,15 @@ def train_run(spec: RunSpec) -> None:
 
 def load_run_translator(spec: RunSpec, device: str) -> Translator:
     """The weights ``eval.checkpoint`` selects (best / last / average), ready to decode."""
-    which, run_dir = str(spec.cfg.eval.checkpoint), spec.run_dir
-    search = search_config(spec.cfg)
-    steps = step_checkpoints(run_dir)
+    steps = step_checkpoints(spec.run_dir)
     if not steps:
-        raise NmtError(f"run {spec.name!r} has no checkpoint in {run_dir}")
-    path = run_dir / "best.pt" if which == "best" and (run_dir / "best.pt").is_file() else steps[0]
-    translator, _ = load_translator(str(path), search, device, int(spec.cfg.trainer.eval_max_tokens))
-    if which == "average":
-        translator.model.load_state_dict(average_weights(steps[: int(spec.cfg.eval.average_last)]))
+        raise NmtError(f"run {spec.name!r} has no checkpoint in {spec.run_dir}")
+    eval_cfg = spec.cfg.eval
+    _, weights = evaluation_weights(spec.run_dir, str(eval_cfg.checkpoint), int(eval_cfg.average_last))
+    translator, _ = load_translator(
+        str(steps[0]), search_config(spec.cfg), device, int(spec.cfg.trainer.eval_max_tokens)
+    )
+    translator.model.load_state_dict(weights)
     return translator
 
 

@@ -20,7 +20,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.checkpoint import average_weights, latest_checkpoint, load_checkpoint, step_checkpoints
+from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
 from nmt.cli import report_user_errors, set_threads
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
 from nmt.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
@@ -83,15 +83,9 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] 
 
 def final_model(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> str:
     """Load the weights to evaluate (``eval.checkpoint``: best, last or average) into the model."""
-    which = str(cfg.eval.checkpoint)
-    if which == "best" and (run_dir / "best.pt").is_file():
-        trainer.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-        return "best.pt"
-    if which == "average":
-        paths = step_checkpoints(run_dir)[: int(cfg.eval.average_last)]
-        trainer.model.load_state_dict(average_weights(paths))
-        return f"average of {', '.join(p.name for p in paths)}"
-    return "last"
+    which, weights = evaluation_weights(run_dir, str(cfg.eval.checkpoint), int(cfg.eval.average_last))
+    trainer.model.load_state_dict(weights)
+    return which
 
 
 def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict[str, Any]:
