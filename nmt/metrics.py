@@ -73,8 +73,13 @@ def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str) -> t
 
     bleu = BLEU(tokenize="none", force=True)
     score = bleu.corpus_score([prepare(h) for h in hypotheses], [[prepare(r) for r in references]]).score
+    return round(score, 2), tokenized_bleu_label(lang)
+
+
+def tokenized_bleu_label(lang: str) -> str:
+    """How :func:`tokenized_bleu` scores output in ``lang``, for tables and logs."""
     how = "13a tokens" + (", compounds split" if lang == "de" else "")
-    return round(score, 2), f"tokenized BLEU ({how}; for comparing with papers only, not sacreBLEU)"
+    return f"tokenized BLEU ({how}; for comparing with papers only, not sacreBLEU)"
 
 
 _COMPOUND = re.compile(r"(\S)-(\S)")

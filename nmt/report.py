@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu
+from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
 
 _RATE = re.compile(r"tgt tok/s (\d+)")
@@ -44,6 +44,11 @@ class DecodedRun:
     attention: list[AttentionExample]
 
 
+def training_rates(log_text: str) -> list[int]:
+    """The target tokens/s of every training-speed line of an nmt-train log."""
+    return [int(m.group(1)) for m in _RATE.finditer(log_text)]
+
+
 def training_record(run_dir: Path) -> dict[str, Any]:
     """Parameters, steps and time from results.json, validations from metrics.json, and the median of
     the training-speed lines of train.log (the median ignores the windows that include a validation)."""
@@ -51,7 +56,7 @@ def training_record(run_dir: Path) -> dict[str, Any]:
     metrics_file = run_dir / "metrics.json"
     history = json.loads(metrics_file.read_text()) if metrics_file.is_file() else []
     log_file = run_dir / "train.log"
-    rates = [int(m.group(1)) for m in _RATE.finditer(log_file.read_text())] if log_file.is_file() else []
+    rates = training_rates(log_file.read_text()) if log_file.is_file() else []
     bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
     return {
         "parameters": results["parameters"],
@@ -148,7 +153,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         "bleu_signature": first.bleu_signature,
         "chrf_signature": first.chrf_signature,
         "bootstrap_signature": bs_signature,
-        "tokenized_bleu": tok_bleu[1] if c.tokenized_bleu else None,
+        "tokenized_bleu": tokenized_bleu_label(str(runs[0].cfg.data.tgt_lang)) if c.tokenized_bleu else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
     }
     plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)
