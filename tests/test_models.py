@@ -163,3 +163,18 @@ def test_schedules():
     noam = OmegaConf.create({"kind": "noam", "warmup": 4000, "factor": 1.0})
     assert learning_rate(4000, noam, 0.0, 512) == pytest.approx(512**-0.5 * 4000**-0.5)
     assert learning_rate(100, noam, 0.0, 512) == pytest.approx(512**-0.5 * 100 * 4000**-1.5)
+
+
+def test_dropout_keeps_the_expectation_and_masks_the_gradient():
+    from nmt.models.dropout import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, 0.3, training=True)
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - 0.3) < 0.01 and abs(y.mean().item() - 1.0) < 0.02
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.7)]
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d y_i / d x_i is the same scaled mask
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert not dropout(x, 1.0, training=True).any()

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.errors import ConfigError
 from nmt.models import register_model
 from nmt.models.attention import LuongAttention
+from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.rnn_encoder import reverse_padded, run_packed
 
@@ -76,7 +76,7 @@ class LuongNMT(Seq2SeqModel):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         tokens = reverse_padded(src, src_lengths) if self.cfg.reverse_source else src
-        emb = F.dropout(self.src_embed(tokens), self.cfg.dropout, self.training)
+        emb = dropout(self.src_embed(tokens), self.cfg.dropout, self.training)
         states, (h, c) = run_packed(self.encoder, emb, src_lengths)  # states (B, S, H); h, c (L, B, H)
         if self.cfg.reverse_source:  # back to source order, so attention weights index source positions
             index = reverse_padded(torch.arange(src.size(1), device=src.device).expand_as(src), src_lengths)
@@ -100,7 +100,7 @@ class LuongNMT(Seq2SeqModel):
     def decode(
         self, prev_tokens: Tensor, memory: EncoderOutput, state: dict, need_attention: bool = False
     ) -> tuple[Tensor, dict, Tensor | None]:
-        emb = F.dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, E)
+        emb = dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, E)
         step, length = state["step"], prev_tokens.size(1)
         steps = torch.arange(step, step + length, device=prev_tokens.device)
         hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
@@ -118,6 +118,6 @@ class LuongNMT(Seq2SeqModel):
                 outs.append(h_t)
                 atts.append(a)
             h_tilde, a_t = torch.cat(outs, 1), torch.cat(atts, 1)
-        logits = self.W_s(F.dropout(h_tilde, self.cfg.dropout, self.training))
+        logits = self.W_s(dropout(h_tilde, self.cfg.dropout, self.training))
         new_state = {"h": hc[0].transpose(0, 1), "c": hc[1].transpose(0, 1), "feed": feed, "step": step + length}
         return logits, new_state, (a_t if need_attention else None)

@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.models import register_model
 from nmt.models.attention import AdditiveAttention
+from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.rnn_encoder import run_packed
 
@@ -74,12 +74,12 @@ class GRUDecoderModel(Seq2SeqModel):
         """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors."""
         t = self.U_o(s) + self.V_o(emb) + self.C_o(ctx)
         t = t.view(*t.shape[:-1], self.cfg.maxout_dim, 2).amax(-1) if self.cfg.maxout else torch.tanh(t)
-        return self.W_o(F.dropout(t, self.cfg.dropout, self.training))
+        return self.W_o(dropout(t, self.cfg.dropout, self.training))
 
     def decode(
         self, prev_tokens: Tensor, memory: EncoderOutput, state: dict[str, Tensor], need_attention: bool = False
     ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        emb = F.dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, m)
+        emb = dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, m)
         s = state["s"]
         states, contexts, alphas = [], [], []
         for i in range(prev_tokens.size(1)):
@@ -104,7 +104,7 @@ class RNNSearch(GRUDecoderModel):
         self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
-        emb = F.dropout(self.src_embed(src), self.cfg.dropout, self.training)
+        emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
         annotations, _ = run_packed(self.encoder, emb, src_lengths)  # (B, S, 2n)
         backward_first = annotations[:, 0, self.cfg.hidden_dim :]  # bwd h_1: the backward RNN's last state
         s0 = torch.tanh(self.W_s(backward_first))
@@ -132,7 +132,7 @@ class RNNEncDec(GRUDecoderModel):
         self.V_init = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
-        emb = F.dropout(self.src_embed(src), self.cfg.dropout, self.training)
+        emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
         states, h_last = run_packed(self.encoder, emb, src_lengths)
         c = torch.tanh(self.V(h_last[-1]))  # (B, n)
         return EncoderOutput(states, src != self.pad_id, {"c": c, "s0": torch.tanh(self.V_init(c))})

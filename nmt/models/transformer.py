@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from nmt.errors import ConfigError
 from nmt.models import register_model
+from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 
 
@@ -90,7 +91,7 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(-1)
             weights = probs.mean(1)
-            out = F.dropout(probs, drop, self.training) @ v
+            out = dropout(probs, drop, self.training) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
         b, _, t, _ = out.shape
@@ -106,7 +107,7 @@ class FeedForward(nn.Module):
         self.activation_dropout = activation_dropout
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.dropout(F.relu(self.fc1(x)), self.activation_dropout, self.training))
+        return self.fc2(dropout(F.relu(self.fc1(x)), self.activation_dropout, self.training))
 
 
 class Residual(nn.Module):
@@ -118,7 +119,7 @@ class Residual(nn.Module):
 
     def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Any]:
         out, extra = sublayer(self.norm(x) if self.pre_norm else x)
-        y = x + F.dropout(out, self.dropout, self.training)
+        y = x + dropout(out, self.dropout, self.training)
         return (y if self.pre_norm else self.norm(y)), extra
 
 
@@ -215,7 +216,7 @@ class Transformer(Seq2SeqModel):
                 f"sequence position {offset + length} exceeds model.max_positions={self.cfg.max_positions}"
             )
         x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[offset : offset + length]
-        return F.dropout(x, self.cfg.dropout, self.training)
+        return dropout(x, self.cfg.dropout, self.training)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         mask = src != self.pad_id  # (B, S)
