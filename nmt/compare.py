@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
-from nmt.cli import report_user_errors, set_threads
+from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
 from nmt.evaluate import search_config
@@ -184,7 +184,7 @@ def _command_line() -> str:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="compare", version_base="1.3")
 @report_user_errors("nmt-compare")
 def main(cfg: DictConfig) -> None:
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     run_comparison(cfg)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.cli import report_user_errors, set_threads
+from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import EvalSet, load_eval_set
 from nmt.errors import ConfigError
 from nmt.metrics import CorpusScore, corpus_scores
@@ -67,7 +67,7 @@ def data_config_for(train_cfg: dict[str, Any], data_root: str | None) -> DictCon
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
 @report_user_errors("nmt-evaluate")
 def main(cfg: DictConfig) -> None:
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     translator, train_cfg = load_translator(cfg.checkpoint, search_config(cfg), cfg.device, int(cfg.max_tokens))
     data_cfg = data_config_for(train_cfg, cfg.data_root)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.checkpoint).parent / "eval"

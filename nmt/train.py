@@ -21,7 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
-from nmt.cli import report_user_errors, set_threads
+from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
 from nmt.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.errors import ConfigError
@@ -127,7 +127,7 @@ def _prepare_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or continue) the configured run and evaluate it; returns the results summary (rank 0)."""
-    set_threads(int(cfg.trainer.threads))
+    setup_cpu(int(cfg.trainer.threads))
     ctx = init_distributed(str(cfg.trainer.device))
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)

@@ -19,7 +19,7 @@ from typing import BinaryIO, TextIO
 import hydra
 from omegaconf import DictConfig
 
-from nmt.cli import report_user_errors, set_threads
+from nmt.cli import report_user_errors, setup_cpu
 from nmt.errors import DataError
 from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
@@ -72,7 +72,7 @@ def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: s
 @hydra.main(config_path=str(CONFIG_DIR), config_name="translate", version_base="1.3")
 @report_user_errors("nmt-translate")
 def main(cfg: DictConfig) -> None:
-    set_threads(int(cfg.threads))
+    setup_cpu(int(cfg.threads))
     translator, _ = load_translator(cfg.checkpoint, search_config(cfg), cfg.device, int(cfg.max_tokens))
     with ExitStack() as stack:
         if cfg.input == "-":

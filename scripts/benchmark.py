@@ -4,31 +4,38 @@
     python scripts/benchmark.py --checkpoint runs/quickstart/best.pt --json bench.json
 
 Everything is measured in one process, one run, so ratios are comparable: the fp32 matmul rate of this
-machine (the roofline), then for each model at its Multi30k CPU size a number of real training steps
-on real Multi30k batches, then greedy and beam-5 decoding of test2016. Model FLOPs are counted with
-``torch.utils.flop_counter`` on the executed step and scaled by real / padded tokens, so padding counts
-as waste, not as work. Decoding speed depends on output lengths: pass a trained ``--checkpoint`` for
-meaningful decoding numbers (an untrained model decodes to the length limit).
+machine (the roofline: the best of several rounds before and after the training steps), then for each
+model at its Multi30k CPU size a number of real training steps on real Multi30k batches, then greedy and
+beam-5 decoding of test2016. Model FLOPs are counted with ``torch.utils.flop_counter`` (plus the CPU
+attention and LSTM kernels it does not know) on single unpadded pairs and summed over the real pairs of the timed
+batches, so padding counts as waste, not as work. Decoding speed depends on output lengths: pass a
+trained ``--checkpoint`` for meaningful decoding numbers (an untrained model decodes to the length limit).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmt.data.batching import TokenBatchSampler, batch_loader, lengths
+from nmt.cli import setup_cpu
+from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, collate, lengths
 from nmt.data.prepare import load_eval_set, prepare_training_data
+from nmt.data.tokenizer import PAD_ID
 from nmt.loss import label_smoothed_nll
 from nmt.models import build_model
+from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
 from nmt.translator import Translator, load_translator
@@ -36,15 +43,22 @@ from nmt.translator import Translator, load_translator
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 
 
-def matmul_roofline(size: int = 2048, repeats: int = 10) -> float:
-    """Sustained fp32 matmul GFLOP/s of this machine with the current thread count."""
+def matmul_roofline(size: int = 2048, rounds: int = 5, repeats: int = 4) -> float:
+    """Sustained fp32 matmul GFLOP/s of this machine with the current thread count.
+
+    The best of several rounds: a shared machine's rate drifts by a few percent, and the MFU denominator
+    should be what the hardware can do, not a slow moment.
+    """
     a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(3):
         a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def compose_cfg(overrides: list[str]):
@@ -52,17 +66,76 @@ def compose_cfg(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-def bench_training(model_name: str, data, steps: int, max_tokens: int, roofline: float) -> dict:
+def _attention_flops(q: tuple, k: tuple, v: tuple) -> int:
+    """QK^T and AV of (B, h, L, d) queries, keys and values: 2 multiply-adds per product element."""
+    b, h, lq, d = q
+    return 2 * b * h * lq * k[-2] * (d + v[-1])
+
+
+def _lstm_layer_flops(x: tuple, w_ih: tuple, w_hh: tuple) -> int:
+    """One LSTM layer over x (T, B, in): the input and recurrent products of every step."""
+    return 2 * math.prod(x[:-1]) * (math.prod(w_ih) + math.prod(w_hh))
+
+
+# torch.utils.flop_counter knows the CUDA attention kernels and plain matmuls only: without these, CPU
+# attention and oneDNN's LSTM layers (nn.LSTM on unpacked input) would count as zero FLOPs.
+UNCOUNTED_CPU_KERNELS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: _attention_flops(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *_, **__: 2 * _attention_flops(q, k, v)
+    ),
+    torch.ops.aten.mkldnn_rnn_layer: lambda x, w_ih, w_hh, *_, **__: _lstm_layer_flops(x, w_ih, w_hh),
+    torch.ops.aten.mkldnn_rnn_layer_backward: lambda x, w_ih, w_hh, *_, **__: 2 * _lstm_layer_flops(x, w_ih, w_hh),
+}
+
+
+def step_flops(model: torch.nn.Module, batch: Batch) -> int:
+    """Matmul and attention FLOPs of one forward + backward pass (what the optimizer step adds is not counted)."""
+    counter = FlopCounterMode(display=False, custom_mapping=UNCOUNTED_CPU_KERNELS)
+    with counter:
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
+        (loss / ntok).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """FLOPs of a training step on one unpadded pair, as a function of its source and target positions.
+
+    Every model here costs, per pair, a polynomial of degree 2 in the source length s and the target
+    length t (linear layers and RNN steps: s and t; attention: s^2, t^2, s*t), so the polynomial is fitted
+    exactly on single pairs of a few lengths, and a batch's useful FLOPs are the sum over its real pairs:
+    padding is waste, not work.
+    """
+    token = vocab_size - 1
+    points = [(s, t) for s in (2, 9, 23, 40) for t in (2, 9, 23, 40)]
+
+    def features(s, t):
+        s, t = np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64)
+        return np.stack([np.ones_like(s), s, t, s * s, t * t, s * t], axis=-1)
+
+    measured = np.array(
+        [step_flops(model, collate([0], [[token] * (s - 1)], [[token] * (t - 1)])) for s, t in points], dtype=np.float64
+    )
+    coef, *_ = np.linalg.lstsq(features(*zip(*points)), measured, rcond=None)
+    error = np.abs(features(*zip(*points)) @ coef - measured).max() / measured.max()
+    if error > 1e-6:
+        raise RuntimeError(f"FLOPs are not quadratic in the lengths (relative error {error:.2g}); the count is off")
+    return lambda s, t: features(s, t) @ coef
+
+
+def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
     cfg = compose_cfg([f"model={model_name}"])
     torch.manual_seed(1)
     model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), foreach=True)
+    optimizer = build_optimizer(model.parameters(), cfg.trainer.optimizer)
     src_lens, tgt_lens = lengths(data.train)
     sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
     batches = []
     for batch in batch_loader(data.train, sampler):
         batches.append(batch)
-        if len(batches) == steps + 2:
+        if len(batches) == steps + 1:
             break
 
     def step(batch) -> None:
@@ -73,36 +146,27 @@ def bench_training(model_name: str, data, steps: int, max_tokens: int, roofline:
         optimizer.step()
 
     model.train()
+    flops = pair_flops(model, len(data.tgt_tok))
     step(batches[0])  # warm-up (allocations, kernels)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(batches[1])
-    flops_per_padded_token = counter.get_total_flops() / _padded(batches[1])
-    timed = batches[2:]
+    timed = batches[1:]
     start = time.perf_counter()
     for batch in timed:
         step(batch)
     seconds = time.perf_counter() - start
-    tgt = sum(b.ntokens for b in timed)
-    src = sum(int((b.src != 0).sum()) for b in timed)
-    padded = sum(_padded(b) for b in timed)
-    useful_flops = flops_per_padded_token * (src + tgt)  # executed FLOPs minus the share spent on padding
+    src_real = np.concatenate([b.src_lengths.numpy() for b in timed])
+    tgt_real = np.concatenate([(b.tgt_out != PAD_ID).sum(1).numpy() for b in timed])
+    padded = sum(b.src.numel() + b.tgt_in.numel() for b in timed)
+    useful_flops = float(flops(src_real, tgt_real).sum())
     return {
         "model": model_name,
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "steps": len(timed),
         "step_s": round(seconds / len(timed), 3),
-        "tgt_tok_s": round(tgt / seconds),
-        "src_tgt_tok_s": round((src + tgt) / seconds),
-        "padding_pct": round(100 * (1 - (src + tgt) / padded), 1),
+        "tgt_tok_s": round(tgt_real.sum() / seconds),
+        "src_tgt_tok_s": round((src_real.sum() + tgt_real.sum()) / seconds),
+        "padding_pct": round(100 * (1 - (src_real.sum() + tgt_real.sum()) / padded), 1),
         "model_gflop_s": round(useful_flops / seconds / 1e9, 1),
-        "mfu_pct": round(100 * useful_flops / seconds / 1e9 / roofline, 1),
     }
-
-
-def _padded(batch) -> int:
-    """Token slots actually computed: source and target, padding included."""
-    return batch.src.numel() + batch.tgt_in.numel()
 
 
 def bench_decoding(translator: Translator, sources: list[str], label: str) -> dict:
@@ -127,19 +191,23 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
+    setup_cpu(0)  # what nmt-train does: default threads, freed memory kept
 
     roofline = matmul_roofline()
     data = prepare_training_data(compose_cfg([]).data)
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "matmul_fp32_gflop_s": round(roofline, 1),
         "training": [],
         "decoding": [],
     }
     for name in args.models:
-        results["training"].append(bench_training(name, data, steps, args.max_tokens, roofline))
+        results["training"].append(bench_training(name, data, steps, args.max_tokens))
         print(json.dumps(results["training"][-1]), flush=True)
+    roofline = max(roofline, matmul_roofline())  # measured before and after training; the higher counts
+    results["matmul_fp32_gflop_s"] = round(roofline, 1)
+    for r in results["training"]:
+        r["mfu_pct"] = round(100 * r["model_gflop_s"] / roofline, 1)
 
     test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
     sources = test.sources[:n_sent]

@@ -124,3 +124,33 @@ def test_nbest_larger_than_beam_is_refused(tiny_checkpoint):
     out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "search.n_best=5", "search.beam_size=2", stdin=b"a\n")
     assert out.returncode == 2
     assert "search.n_best=5 and search.beam_size=2: need 1 <= n_best <= beam_size" in out.stderr.decode()
+
+
+MMAPPED_BYTES_WITH_A_BIG_TENSOR = """
+import ctypes, sys, torch
+from nmt.cli import setup_cpu
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "setup":
+    setup_cpu(1)
+before = libc.mallinfo2().hblkhd
+logits = torch.empty(8000, 8000)  # 256 MB, the size class of a batch's logits
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator settings")
+@pytest.mark.parametrize("mode", ["default", "setup"])
+def test_setup_cpu_serves_big_tensors_from_the_heap(mode):
+    """glibc would mmap (and on free unmap) a 256 MB tensor; after setup_cpu it comes from the retained heap."""
+    out = subprocess.run([sys.executable, "-c", MMAPPED_BYTES_WITH_A_BIG_TENSOR, mode], capture_output=True, text=True)
+    if "mallinfo2" in out.stderr:
+        pytest.skip("not glibc >= 2.33")
+    assert out.returncode == 0, out.stderr
+    mmapped = int(out.stdout)
+    assert (mmapped >= 8000 * 8000 * 4) if mode == "default" else (mmapped == 0)

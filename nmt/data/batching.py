@@ -130,7 +130,8 @@ class TokenBatchSampler:
             batches = []
             for p in range(0, len(perm), self.pool_size):
                 pool = perm[p : p + self.pool_size]
-                pool = pool[np.lexsort((self.src_lens[pool], self.tgt_lens[pool]))]
+                longest = np.maximum(self.src_lens[pool], self.tgt_lens[pool])
+                pool = pool[np.lexsort((self.src_lens[pool], self.tgt_lens[pool], longest))]
                 batches.extend(self._fill(pool))
             order = rng.permutation(len(batches))
             batches = [batches[i] for i in order]
