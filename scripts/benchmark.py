@@ -7,9 +7,10 @@ Everything is measured in one process, one run, so ratios are comparable: the fp
 machine (the roofline: the best of several rounds before and after the training steps), then for each
 model at its Multi30k CPU size a number of real training steps on real Multi30k batches, then greedy and
 beam-5 decoding of test2016. Model FLOPs are counted with ``torch.utils.flop_counter`` (plus the CPU
-attention and LSTM kernels it does not know) on single unpadded pairs and summed over the real pairs of the timed
-batches, so padding counts as waste, not as work. Decoding speed depends on output lengths: pass a
-trained ``--checkpoint`` for meaningful decoding numbers (an untrained model decodes to the length limit).
+attention and LSTM kernels it does not know) on single unpadded pairs and summed over the real pairs of
+the timed batches, so padding counts as waste, not as work. Decoding speed depends on output lengths:
+pass a trained ``--checkpoint`` for meaningful decoding numbers (an untrained model decodes to the
+length limit).
 """
 
 from __future__ import annotations
@@ -89,13 +90,18 @@ UNCOUNTED_CPU_KERNELS = {
 }
 
 
+def forward_backward(model: torch.nn.Module, batch: Batch) -> None:
+    """The training step's model work: teacher-forced logits, label-smoothed loss, gradients."""
+    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+    loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
+    (loss / ntok).backward()
+
+
 def step_flops(model: torch.nn.Module, batch: Batch) -> int:
     """Matmul and attention FLOPs of one forward + backward pass (what the optimizer step adds is not counted)."""
     counter = FlopCounterMode(display=False, custom_mapping=UNCOUNTED_CPU_KERNELS)
     with counter:
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
-        (loss / ntok).backward()
+        forward_backward(model, batch)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -109,7 +115,7 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
     padding is waste, not work.
     """
     token = vocab_size - 1
-    points = [(s, t) for s in (2, 9, 23, 40) for t in (2, 9, 23, 40)]
+    points = [(s, t) for s in (2, 11, 30) for t in (2, 11, 30)]  # 9 points for 6 coefficients
 
     def features(s, t):
         s, t = np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64)
@@ -118,8 +124,9 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
     measured = np.array(
         [step_flops(model, collate([0], [[token] * (s - 1)], [[token] * (t - 1)])) for s, t in points], dtype=np.float64
     )
-    coef, *_ = np.linalg.lstsq(features(*zip(*points)), measured, rcond=None)
-    error = np.abs(features(*zip(*points)) @ coef - measured).max() / measured.max()
+    design = features(*zip(*points))
+    coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
+    error = np.abs(design @ coef - measured).max() / measured.max()
     if error > 1e-6:
         raise RuntimeError(f"FLOPs are not quadratic in the lengths (relative error {error:.2g}); the count is off")
     return lambda s, t: features(s, t) @ coef
@@ -139,10 +146,8 @@ def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
             break
 
     def step(batch) -> None:
-        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
         optimizer.zero_grad(set_to_none=True)
-        (loss / ntok).backward()
+        forward_backward(model, batch)
         optimizer.step()
 
     model.train()
