@@ -36,7 +36,8 @@ def setup_cpu(threads: int) -> None:
     glibc serves every allocation above 32 MB (a batch's logits are ~200 MB) with a fresh ``mmap`` and
     unmaps it when freed, so each training step page-faults and zero-fills its largest tensors again.
     Serving them from the heap and never trimming it makes a CPU training step 5-7% faster (measured on
-    the Multi30k Transformer); peak memory is unchanged, the process just keeps it until it exits.
+    the Multi30k Transformer). The cost: the process keeps its peak until it exits, and freed blocks are
+    reused rather than returned (largest process RSS measured +0.0 to +0.4 GiB while training).
     """
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
