@@ -130,8 +130,8 @@ class TokenBatchSampler:
             batches = []
             for p in range(0, len(perm), self.pool_size):
                 pool = perm[p : p + self.pool_size]
-                longest = np.maximum(self.src_lens[pool], self.tgt_lens[pool])
-                pool = pool[np.lexsort((self.src_lens[pool], self.tgt_lens[pool], longest))]
+                src, tgt = self.src_lens[pool], self.tgt_lens[pool]
+                pool = pool[np.lexsort((src, tgt, np.maximum(src, tgt)))]  # longer side, then target, then source
                 batches.extend(self._fill(pool))
             order = rng.permutation(len(batches))
             batches = [batches[i] for i in order]
