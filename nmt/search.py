@@ -2,10 +2,16 @@
 
 Both searches are batched and drop sentences from the batch as soon as they are finished, so a batch
 costs what its longest *unfinished* sentence costs. Beam search follows fairseq's bookkeeping: at each
-step take the top 2k candidates, move those that end in EOS (within the top k) to the finished list
-(keeping its k best), continue with the best k that do not, and stop a sentence once it has k finished
-hypotheses or reaches its length limit. Finished hypotheses are ranked by log-probability divided by the
-length penalty of Wu et al. (2016), lp(Y) = ((5 + |Y|) / 6) ** alpha (alpha = 0.6 in Vaswani et al. 2017).
+step take the top 2k candidates, move those that end in EOS (within the top k) to the finished list,
+and continue with the best k that do not. Finished hypotheses are ranked by log-probability divided by
+the length penalty of Wu et al. (2016), lp(Y) = ((5 + |Y|) / 6) ** alpha (alpha = 0.6 in Vaswani et al.
+2017).
+
+A sentence stops only when no live hypothesis can still beat the ``n_best``-th best finished one (or
+at its length limit). Log-probabilities are <= 0, so a live score s can only fall; its best possible
+normalised score is s / lp(L) for the most favourable final length L: the length limit for alpha >= 0,
+the next step for alpha < 0. Stopping any earlier (fairseq's "k finished hypotheses" rule) can return a
+hypothesis that scores far below one the beam still held, e.g. worse than greedy search's.
 """
 
 from __future__ import annotations
@@ -101,10 +107,21 @@ def greedy_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Se
     return result
 
 
+def _best_reachable(alive: Tensor, next_len: int, max_lens: Tensor, alpha: float) -> Tensor:
+    """Upper bound on the normalised score any continuation of a live hypothesis can finish with.
+
+    alive: (n,) best live log-probability per sentence (<= 0); max_lens: (n,) length limits (EOS
+    included). A continuation finishes with a log-probability <= ``alive`` at a length in
+    [next_len, max_len], and s / lp(L) for s <= 0 is largest where lp(L) is largest.
+    """
+    lp = length_penalty(max_lens.float(), alpha).clamp(min=length_penalty(next_len, alpha))
+    return alive / lp
+
+
 @torch.no_grad()
 def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
     """Batched beam search; returns the ``n_best`` hypotheses of each sentence, best first."""
-    k, device = cfg.beam_size, src.device
+    k, n_best, device = cfg.beam_size, cfg.n_best, src.device
     batch = src.size(0)
     memory = model.encode(src, src_lengths)
     memory = select_rows(memory, torch.arange(batch, device=device).repeat_interleave(k))
@@ -116,6 +133,8 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
     scores[:, 1:] = float("-inf")
     att_hist = src.new_zeros((batch * k, 0, src.size(1)), dtype=torch.float) if cfg.need_attention else None
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    # (batch,) normalised score of each sentence's n_best-th best finished hypothesis (-inf: fewer yet)
+    threshold = torch.full((batch,), float("-inf"), device=device)
     ranks = torch.arange(2 * k, device=device)
     for t in range(int(max_lens.max())):
         n = sents.numel()
@@ -134,26 +153,23 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         is_eos = tok == EOS_ID
         if att_hist is not None:
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)
-        # Finished hypotheses: EOS candidates ranked within the top k.
-        fin = (is_eos & (ranks < k) & torch.isfinite(top_scores)).nonzero().tolist()
-        for g, r in fin:
+        # Finished hypotheses: EOS candidates ranked within the top k that enter their sentence's n-best.
+        norm = top_scores / length_penalty(t + 1, cfg.length_penalty)
+        entering = is_eos & (ranks < k) & torch.isfinite(top_scores) & (norm > threshold[sents][:, None])
+        for g, r in entering.nonzero().tolist():
             row, s = g * k + int(origin[g, r]), int(sents[g])
-            norm = float(top_scores[g, r]) / length_penalty(t + 1, cfg.length_penalty)
-            if len(finished[s]) < k or norm > finished[s][-1].score:
-                att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
-                finished[s] = sorted(
-                    [*finished[s], Hypothesis(tokens[row, 1:].tolist(), norm, att)], key=lambda h: -h.score
-                )[:k]
+            att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
+            hyp = Hypothesis(tokens[row, 1:].tolist(), float(norm[g, r]), att)
+            finished[s] = sorted([*finished[s], hyp], key=lambda h: -h.score)[:n_best]
+            if len(finished[s]) == n_best:
+                threshold[s] = finished[s][-1].score
         # Continue with the best k candidates that did not end.
         sel = (is_eos.long() * 2 * k + ranks).argsort(dim=1)[:, :k]  # (n, k)
-        new_scores = top_scores.gather(1, sel)
+        new_scores = top_scores.gather(1, sel)  # (n, k), best first
         rows = (torch.arange(n, device=device)[:, None] * k + origin.gather(1, sel)).view(-1)
         new_tok = tok.gather(1, sel).view(-1, 1)
-        # A sentence is done once it has k finished hypotheses (fairseq's rule). A longer hypothesis could
-        # in principle still win after length normalisation, but waiting until none can (best alive score
-        # over lp(max_len)) runs nearly every sentence to its length limit and costs ~2x the decoding time.
-        n_finished = torch.tensor([len(finished[s]) for s in sents.tolist()], device=device)
-        done = (n_finished >= k) | (t + 1 >= max_lens[sents])
+        reachable = _best_reachable(new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty)
+        done = (reachable <= threshold[sents]) | (t + 1 >= max_lens[sents])
         if done.all():
             break
         keep_groups = (~done).nonzero().squeeze(1)
@@ -167,7 +183,7 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
             att_hist = att_hist[rows]
         scores = new_scores[keep_groups]
         sents = sents[keep_groups]
-    return [sorted(h, key=lambda h: -h.score)[: cfg.n_best] for h in finished]
+    return finished
 
 
 def generate(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:

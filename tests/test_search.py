@@ -1,13 +1,19 @@
-"""Search details that the overfitting tests do not pin down."""
+"""Search: details the overfitting tests do not pin down, and properties that hold for any model."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
+import pytest
 import torch
 
+from nmt import search
 from nmt.data.batching import pad_sequences
-from nmt.data.tokenizer import EOS_ID
-from nmt.models import build_model
+from nmt.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from nmt.models import Seq2SeqModel, build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
+from nmt.translator import load_translator
 
 MODEL = {"arch": "transformer", "d_model": 32, "ff_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1}
 
@@ -56,22 +62,137 @@ def test_beam_of_one_is_greedy():
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
 
 
-def test_beam_stops_a_sentence_once_it_has_k_finished_hypotheses():
-    """fairseq's stopping rule. The previous rule waited until no alive hypothesis could beat the finished
-    ones after length normalisation, which ran nearly every sentence to its length limit."""
-    model, src, lengths = _setup()
-    real_decode, calls = model.decode, []
+def _scripted(model: Seq2SeqModel, table: dict[tuple[int, ...], dict[int, float]]) -> list[int]:
+    """Make ``model`` decode with fixed probabilities per target prefix; the state is the prefix itself.
+
+    table maps a prefix (tokens after BOS) to {token: probability}; other tokens get ~0. Returns a list that
+    records how many rows each decoder call saw.
+    """
+    calls: list[int] = []
 
     def decode(prev, memory, state, need_attention=False):
-        logits, state, att = real_decode(prev, memory, state, need_attention)
-        scripted = torch.full_like(logits, -1e4)
-        scripted[..., EOS_ID], scripted[..., 7], scripted[..., 8] = 0.0, -0.5, -0.7
+        state = torch.cat([state, prev], dim=1)  # (B, T) every token so far, BOS first
+        logits = torch.full((prev.size(0), 1, 30), -1e4)
+        for row, prefix in enumerate(state[:, 1:].tolist()):
+            for tok, p in table.get(tuple(prefix), {}).items():
+                logits[row, 0, tok] = math.log(p)
         calls.append(prev.size(0))
-        return scripted, state, att
+        return logits, state, None
 
     model.decode = decode
-    cfg = SearchConfig(beam_size=2, n_best=2, length_penalty=1.0, max_len_b=50)
-    hyps = beam_search(model, src[:1], lengths[:1], cfg)[0]
-    # step 1: EOS is the best candidate (1 finished), 7 and 8 go on; step 2: both end in EOS -> done
-    assert len(calls) == 2
-    assert [h.tokens for h in hyps] == [[], [7]]
+    model.init_state = lambda memory: torch.empty((memory.states.size(0), 0), dtype=torch.long)
+    return calls
+
+
+def test_beam_does_not_stop_on_k_poor_early_finishes():
+    """The rule "stop at k finished hypotheses" returned the empty output (p 0.3) here: two early finishes
+    filled the beam of 2 while the live hypothesis '6 7' went on to win with p 0.56."""
+    model, src, lengths = _setup()
+    table = {(): {EOS_ID: 0.3, 6: 0.7}, (6,): {EOS_ID: 0.2, 7: 0.8}, (6, 7): {EOS_ID: 1.0}}
+    _scripted(model, table)
+    hyps = beam_search(model, src[:1], lengths[:1], SearchConfig(beam_size=2, n_best=2, length_penalty=0.0))[0]
+    assert [h.tokens for h in hyps] == [[6, 7], []]
+    assert hyps[0].score == pytest.approx(math.log(0.56), abs=1e-5)
+
+
+def test_beam_stops_once_no_live_hypothesis_can_win():
+    """The search still ends as soon as it may. EOS first with p 0.6, then '7' (0.3) and '8' (0.1) live on."""
+    model, src, lengths = _setup()
+    calls = _scripted(model, {(): {EOS_ID: 0.6, 7: 0.3, 8: 0.1}, (7,): {EOS_ID: 1.0}, (8,): {EOS_ID: 1.0}})
+    beam_search(model, src[:1], lengths[:1], SearchConfig(beam_size=2, length_penalty=0.0, max_len_b=50))
+    assert len(calls) == 1  # alpha 0: a live score only falls, and log 0.3 < log 0.6
+    calls.clear()
+    # alpha 1: '7' could still win if it ran to the length limit (log 0.3 / lp(max) > log 0.6 / lp(1)), so
+    # the search goes on until '7 EOS' has finished below the best.
+    hyps = beam_search(model, src[:1], lengths[:1], SearchConfig(beam_size=2, length_penalty=1.0, max_len_b=50))
+    assert len(calls) == 2 and hyps[0][0].tokens == []
+
+
+ARCHS = {
+    "transformer": MODEL,
+    "rnnsearch": {"arch": "rnnsearch", "embed_dim": 16, "hidden_dim": 16, "attention_dim": 16, "maxout_dim": 16},
+    "rnnencdec": {"arch": "rnnencdec", "embed_dim": 16, "hidden_dim": 16, "attention_dim": 16, "maxout_dim": 16},
+    "luong": {"arch": "luong", "embed_dim": 16, "hidden_dim": 16, "layers": 1},
+}
+
+
+def _random_model(arch: str, seed: int, vocab: int) -> Seq2SeqModel:
+    """A random model with peaked output distributions (weights scaled up), the hard case for search."""
+    torch.manual_seed(seed)
+    model = build_model({**ARCHS[arch], "dropout": 0.0}, vocab, vocab, shared_vocab=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model
+
+
+def _random_sources(seed: int, vocab: int, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    seqs = [
+        torch.randint(4, vocab, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(n)
+    ]
+    return pad_sequences(seqs, suffix=EOS_ID), torch.tensor([len(s) + 1 for s in seqs])
+
+
+def _normalised(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, tokens: list[int], alpha: float) -> float:
+    """Teacher-forced log-probability of ``tokens`` + EOS divided by the length penalty."""
+    tgt = torch.tensor([[BOS_ID, *tokens]])
+    with torch.no_grad():
+        logits, _ = model(src, length, tgt)
+    logp = torch.log_softmax(logits[0].float(), -1)
+    return sum(float(logp[i, t]) for i, t in enumerate([*tokens, EOS_ID])) / length_penalty(len(tokens) + 1, alpha)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_stopping_early_never_changes_the_result(arch, alpha, monkeypatch):
+    """On random models, for beam sizes 1-5: the search that stops early returns exactly what the same beam
+    returns when every sentence runs to its length limit (nothing that could win is thrown away)."""
+    for seed in range(3):
+        model = _random_model(arch, seed, vocab=12)
+        src, lengths = _random_sources(seed, vocab=12)
+        for k in range(1, 6):
+            cfg = SearchConfig(beam_size=k, n_best=min(k, 2), length_penalty=alpha, max_len_a=1.0, max_len_b=4)
+            early = beam_search(model, src, lengths, cfg)
+            with monkeypatch.context() as m:
+                m.setattr(search, "_best_reachable", lambda alive, *_: torch.zeros_like(alive))
+                full = beam_search(model, src, lengths, cfg)
+            for e, f in zip(early, full):
+                assert [h.tokens for h in e] == [h.tokens for h in f], (arch, seed, k)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_wide_beam_equals_exhaustive_search(arch, alpha):
+    """Tiny vocabulary (UNK, EOS and three words), outputs of at most 4 tokens with EOS: 85 possible outputs,
+    all scored by a teacher-forced pass. A beam wide enough to hold every candidate must find the best."""
+    vocab, max_len = 7, 4
+    words = [UNK_ID, 4, 5, 6]
+    model = _random_model(arch, 0, vocab)
+    src, lengths = _random_sources(1, vocab, n=3)
+    cfg = SearchConfig(beam_size=100, length_penalty=alpha, max_len_a=0.0, max_len_b=max_len)
+    found = beam_search(model, src, lengths, cfg)
+    for i, hyps in enumerate(found):
+        one_src, one_len = src[i : i + 1, : int(lengths[i])], lengths[i : i + 1]
+        outputs = [list(o) for n in range(max_len) for o in itertools.product(words, repeat=n)]
+        best = max(_normalised(model, one_src, one_len, o, alpha) for o in outputs)
+        assert hyps[0].score == pytest.approx(best, abs=1e-4)
+        assert _normalised(model, one_src, one_len, hyps[0].tokens, alpha) == pytest.approx(best, abs=1e-4)
+
+
+def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
+    """The failure seen on a fresh machine: beam 2 returned 'Several m.' at -7.82 while greedy's
+    '... giant pulley system.' was far better and still alive. For beam sizes 1-5 and several alphas, the best
+    hypothesis scores at least as well as the greedy one under the same (length-normalised) scoring."""
+    from conftest import read_pairs
+
+    translator, _ = load_translator(str(tiny_checkpoint), SearchConfig(beam_size=1))
+    de, en = read_pairs("train", 64)
+    greedy = translator.translate(de)
+    assert [translator.detokenize(h[0]) for h in greedy] == en  # memorised
+    for alpha in (0.0, 0.6, 1.0):
+        for k in range(2, 6):
+            translator.search = SearchConfig(beam_size=k, length_penalty=alpha)
+            for g, b in zip(greedy, translator.translate(de)):
+                g_score = g[0].score / length_penalty(len(g[0].tokens) + 1, alpha)
+                assert b[0].score >= g_score - 1e-4, (alpha, k, translator.detokenize(b[0]))
