@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nmt.cli import report_user_errors, setup_cpu
+from nmt.data.corpus import BOM
 from nmt.errors import DataError
 from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
@@ -29,12 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def read_chunks(stream: BinaryIO, name: str, chunk_lines: int) -> Iterator[tuple[int, list[str]]]:
-    """Yield (number of the first line, lines) chunks of UTF-8 text; only ``\\n`` ends a line."""
+    """Yield (number of the first line, lines) chunks of UTF-8 text; only ``\\n`` ends a line, and a
+    byte-order mark opening the stream is not part of the first line."""
     chunk: list[str] = []
     first = 1
     for lineno, raw in enumerate(stream, start=1):
         try:
-            chunk.append(raw.decode("utf-8").rstrip("\n").rstrip("\r"))
+            line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            chunk.append(line.removeprefix(BOM) if lineno == 1 else line)
         except UnicodeDecodeError as e:
             raise DataError(
                 f"{name}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); re-encode it as UTF-8"

@@ -35,6 +35,7 @@ from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, collate, l
 from nmt.data.prepare import load_eval_set, prepare_training_data
 from nmt.data.tokenizer import PAD_ID
 from nmt.loss import label_smoothed_nll
+from nmt.metrics import corpus_scores
 from nmt.models import build_model
 from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
@@ -174,17 +175,39 @@ def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
     }
 
 
-def bench_decoding(translator: Translator, sources: list[str], label: str) -> dict:
-    out = {"model": label}
-    for beam in (1, 5):
-        translator.search = SearchConfig(beam_size=beam, length_penalty=0.6)
-        start = time.perf_counter()
-        hyps = translator.translate(sources)
-        seconds = time.perf_counter() - start
-        tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-        out[f"beam{beam}_sent_s"] = round(len(sources) / seconds, 1)
-        out[f"beam{beam}_tok_s"] = round(tokens / seconds)
+def bench_decoding(translator: Translator, test, n_sent: int, label: str, repeats: int, alpha: float) -> dict:
+    """Greedy and beam-5 decoding of the first ``n_sent`` test sentences: sentences/s and output tokens/s
+    (median and range of ``repeats`` runs, greedy and beam interleaved), and the BLEU of the output."""
+    sources, references = test.sources[:n_sent], test.references[:n_sent]
+    out: dict = {"model": label, "sentences": len(sources), "length_penalty": alpha}
+    times: dict[int, list[float]] = {1: [], 5: []}
+    for _ in range(repeats):
+        for beam in times:
+            translator.search = SearchConfig(beam_size=beam, length_penalty=alpha)
+            start = time.perf_counter()
+            hyps = translator.translate(sources)
+            times[beam].append(time.perf_counter() - start)
+            tokens = sum(len(h[0].tokens) + 1 for h in hyps)
+            out[f"beam{beam}_bleu"] = round(
+                corpus_scores([translator.detokenize(h[0]) for h in hyps], references).bleu, 2
+            )
+            out[f"beam{beam}_tokens"] = tokens
+    for beam, seconds in times.items():
+        rates = sorted(len(sources) / t for t in seconds)
+        out[f"beam{beam}_sent_s"] = round(float(np.median(rates)), 1)
+        out[f"beam{beam}_sent_s_range"] = [round(rates[0], 1), round(rates[-1], 1)]
+        out[f"beam{beam}_tok_s"] = round(out[f"beam{beam}_tokens"] / float(np.median(seconds)))
     return out
+
+
+def cpu_description() -> str:
+    """The CPU and the kernels PyTorch picked (AVX-512 or AVX2: speeds differ, so every number says which)."""
+    emulated = " (emulated by ATEN_CPU_CAPABILITY)" if os.environ.get("ATEN_CPU_CAPABILITY") else ""
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}{emulated}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def main() -> None:
@@ -193,6 +216,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=MODELS, help="model configs to train")
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
+    parser.add_argument("--repeats", type=int, default=3, help="decoding runs per search (median and range)")
+    parser.add_argument("--length-penalty", type=float, default=0.6, help="alpha of the decoding benchmark")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
@@ -201,8 +226,7 @@ def main() -> None:
     roofline = matmul_roofline()
     data = prepare_training_data(compose_cfg([]).data)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": cpu_description(),
         "training": [],
         "decoding": [],
     }
@@ -215,10 +239,10 @@ def main() -> None:
         r["mfu_pct"] = round(100 * r["model_gflop_s"] / roofline, 1)
 
     test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
-    sources = test.sources[:n_sent]
     if args.checkpoint:
         translator, _ = load_translator(args.checkpoint, SearchConfig())
-        results["decoding"].append(bench_decoding(translator, sources, Path(args.checkpoint).name))
+        label = Path(args.checkpoint).name
+        results["decoding"].append(bench_decoding(translator, test, n_sent, label, args.repeats, args.length_penalty))
         print(json.dumps(results["decoding"][-1]), flush=True)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -231,9 +255,15 @@ def main() -> None:
             f"| {r['padding_pct']} | {r['model_gflop_s']} | {r['mfu_pct']} |"
         )
     if results["decoding"]:
-        print("\n| checkpoint | greedy sent/s | greedy tok/s | beam-5 sent/s | beam-5 tok/s |\n|---|---|---|---|---|")
+        print(
+            "\n| checkpoint | sentences | greedy sent/s (range) | greedy tok/s | greedy BLEU "
+            "| beam-5 sent/s (range) | beam-5 tok/s | beam-5 BLEU |\n|---|---|---|---|---|---|---|---|"
+        )
         for r in results["decoding"]:
-            cells = [r["model"], r["beam1_sent_s"], r["beam1_tok_s"], r["beam5_sent_s"], r["beam5_tok_s"]]
+            cells = [r["model"], r["sentences"]]
+            for beam in (1, 5):
+                low, high = r[f"beam{beam}_sent_s_range"]
+                cells += [f"{r[f'beam{beam}_sent_s']} ({low}-{high})", r[f"beam{beam}_tok_s"], r[f"beam{beam}_bleu"]]
             print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from nmt.paths import CONFIG_DIR, REPO_ROOT
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ["HF_HUB_OFFLINE"] = "1"  # data.source=auto falls back to the hub: tests never reach out (nor wait)
 
 DATA_ROOT = Path(os.environ.get("NMT_DATA_ROOT") or REPO_ROOT.parent / "shared" / "data")
 MULTI30K = DATA_ROOT / "multi30k"

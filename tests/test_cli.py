@@ -42,6 +42,14 @@ def test_translate_stdin_keeps_one_line_per_input_line(tiny_checkpoint):
     assert got[0] == en[0] and got[3] == en[1] and got[5] == en[2]
 
 
+def test_translate_ignores_a_byte_order_mark(tiny_checkpoint):
+    de, en = read_pairs("train", 2)
+    stdin = ("\ufeff" + de[0] + "\n" + de[1] + "\n").encode()
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "search.beam_size=1", stdin=stdin)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().splitlines() == en[:2]
+
+
 def test_translate_file_to_file_and_nbest(tiny_checkpoint, tmp_path):
     de, en = read_pairs("train", 5)
     src = tmp_path / "in.de"
@@ -111,7 +119,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
         (["model=lstm"], "Could not find 'model/lstm'"),
         (["model.attention.kind=local_p"], "Key 'attention' is not in struct"),
         (["+model.attention.kind=local_p"], "option(s) attention do not apply to this model"),
-        (["data.source=ftp"], "data.source='ftp': use 'local' or 'hub'"),
+        (["data.source=ftp"], "data.source='ftp': use 'auto', 'local' or 'hub'"),
     ],
 )
 def test_train_config_mistakes_are_explained(args, message, tiny_root, tmp_path):

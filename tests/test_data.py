@@ -48,6 +48,45 @@ def test_hub_schema_loads_like_local(tiny_root, tmp_path, schema):
     assert hub["src"] == local["src"] and hub["tgt"] == local["tgt"]
 
 
+def _hub_folder(folder: Path, de: list[str], en: list[str]) -> Path:
+    """A local folder in hub layout (one parquet shard per split, bentrevett/multi30k's columns)."""
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        datasets.Dataset.from_dict({"de": de, "en": en}).to_parquet(
+            str(folder / "data" / f"{split}-00000-of-00001.parquet")
+        )
+    return folder
+
+
+def test_auto_source_prefers_local_files_and_falls_back_to_the_hub(tiny_root, tmp_path, caplog):
+    de, en = read_pairs("train", 8, start=100)
+    hub = _hub_folder(tmp_path / "hub", de, en)
+    with caplog.at_level("INFO"):
+        local = load_split(data_cfg(tiny_root, source="auto", **{"hub.path": str(hub)}), "test2016")
+        assert local["src"] == read_pairs("train", 64)[0]
+        assert "split 'test2016' of multi30k_de_en from " + str(tiny_root / "multi30k") in caplog.text
+        fallback = load_split(data_cfg(tmp_path / "empty", source="auto", **{"hub.path": str(hub)}), "test2016")
+        assert fallback["src"] == de and fallback["tgt"] == en
+        assert f"split 'test2016' of multi30k_de_en from hub dataset {hub}" in caplog.text
+
+
+def test_auto_source_with_neither_names_both_ways(tmp_path):
+    cfg = data_cfg(tmp_path, source="auto", **{"hub.path": str(tmp_path / "no-such-dataset")})
+    with pytest.raises(DataError) as e:
+        load_split(cfg, "train")
+    message = str(e.value)
+    assert "could not load split 'train' of the hub dataset" in message
+    assert f"no local files either ({tmp_path / 'multi30k' / 'train.de'}" in message
+    assert "NMT_DATA_ROOT" in message
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_byte_order_mark_is_not_part_of_the_first_line(tmp_path, cached):
+    write_split(tmp_path / "multi30k", "train", ["\ufeffEin Hund.", "\ufeffZwei"], ["\ufeffA dog.", "Two"])
+    ds = load_split(data_cfg(tmp_path), "train", tmp_path / "cache" if cached else None)
+    assert ds["src"] == ["Ein Hund.", "\ufeffZwei"] and ds["tgt"] == ["A dog.", "Two"]
+
+
 def test_unknown_split_names_choices(tiny_root):
     with pytest.raises(DataError, match="no split 'test2099'.*test2016"):
         load_split(data_cfg(tiny_root), "test2099")
@@ -70,8 +109,8 @@ def test_non_utf8_names_file_and_line(tmp_path, cached):
 
 @pytest.mark.parametrize("cached", [False, True])
 def test_missing_files_say_where_data_is_looked_for(tmp_path, cached):
-    with pytest.raises(DataError, match=r"data file not found: .*multi30k/train\.de.*NMT_DATA_ROOT"):
-        load_split(data_cfg(tmp_path), "train", tmp_path / "cache" if cached else None)
+    with pytest.raises(DataError, match=r"data file not found: .*multi30k/train\.de.*NMT_DATA_ROOT.*source=auto"):
+        load_split(data_cfg(tmp_path, source="local"), "train", tmp_path / "cache" if cached else None)
 
 
 def test_tokenizer_is_trained_once_and_reused(tiny_root, tmp_path):

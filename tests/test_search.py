@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nmt import search
-from nmt.data.batching import pad_sequences
-from nmt.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from nmt.data.batching import collate, pad_sequences
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
 from nmt.translator import load_translator
@@ -190,6 +190,12 @@ def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
     de, en = read_pairs("train", 64)
     greedy = translator.translate(de)
     assert [translator.detokenize(h[0]) for h in greedy] == en  # memorised
+    # ... with a margin that no CPU's float rounding can flip, so tests may compare its output strings
+    batch = collate(list(range(64)), translator.src_tok.encode(de), translator.tgt_tok.encode(en))
+    with torch.no_grad():
+        logits, _ = translator.model(batch.src, batch.src_lengths, batch.tgt_in)
+    top2 = torch.log_softmax(logits.float(), -1).topk(2, dim=-1).values
+    assert float((top2[..., 0] - top2[..., 1])[batch.tgt_out != PAD_ID].min()) > 1.0
     for alpha in (0.0, 0.6, 1.0):
         for k in range(2, 6):
             translator.search = SearchConfig(beam_size=k, length_penalty=alpha)

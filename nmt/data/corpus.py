@@ -3,7 +3,12 @@
 Two sources share that schema. ``local``: aligned plain-text files ``<root>/<local_dir>/<stem>.<lang>``,
 one segment per line (the layout of ``../shared/data``). ``hub``: a Hugging Face hub dataset (or a local
 folder in hub layout) whose rows hold either a ``translation`` dict (``{"de": ..., "en": ...}``, the WMT /
-IWSLT schema) or one column per language (e.g. ``bentrevett/multi30k``).
+IWSLT schema) or one column per language (e.g. ``bentrevett/multi30k``). ``auto`` (the default) takes the
+local files of a split when they exist under ``data.root`` and the hub dataset otherwise, so a fresh
+machine with internet needs no data set-up and an offline one uses its local copy.
+
+Every line is stripped of surrounding white space and of a UTF-8 byte-order mark (U+FEFF, which
+``str.strip`` keeps) at the start of a file.
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ from nmt.errors import DataError
 log = logging.getLogger(__name__)
 
 
+SOURCES = ("auto", "local", "hub")
+BOM = "\ufeff"
+
+
 def split_names(data_cfg: Any) -> list[str]:
     """All split names the dataset config knows, in config order."""
-    source = data_cfg.hub.splits if data_cfg.source == "hub" else data_cfg.splits
-    return list(source.keys())
+    if data_cfg.source == "hub":
+        return list(data_cfg.hub.splits)
+    if data_cfg.source == "auto":
+        return list(dict.fromkeys([*data_cfg.splits, *data_cfg.get("hub", {}).get("splits", {})]))
+    return list(data_cfg.splits)
 
 
 def _check_split(data_cfg: Any, split: str) -> None:
@@ -42,7 +54,8 @@ def local_split_paths(data_cfg: Any, split: str) -> tuple[Path, Path]:
 
 def _decode(raw: bytes, path: str, lineno: int) -> str:
     try:
-        return raw.decode("utf-8").strip()
+        text = raw.decode("utf-8")
+        return (text[1:] if lineno == 1 and text.startswith(BOM) else text).strip()
     except UnicodeDecodeError as e:
         raise DataError(
             f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
@@ -63,7 +76,8 @@ def iter_parallel_files(src_path: str, tgt_path: str, stamp: str = "") -> Iterat
         if not Path(path).is_file():
             raise DataError(
                 f"data file not found: {path}. Data is looked for under data.root "
-                f"(set NMT_DATA_ROOT or data.root=...; see data/README.md for where to get it)"
+                f"(set NMT_DATA_ROOT or data.root=...; see data/README.md for where to get it), "
+                f"or set data.source=auto to load it from the Hugging Face hub"
             )
     with open(src_path, "rb") as fs, open(tgt_path, "rb") as ft:
         lineno = 0
@@ -124,19 +138,44 @@ def _hub_rows(ds: datasets.Dataset, src_lang: str, tgt_lang: str) -> datasets.Da
     return ds.map(pick, batched=True, remove_columns=ds.column_names)
 
 
+def split_source(data_cfg: Any, split: str) -> str:
+    """``local`` or ``hub``: where ``split`` is read from under ``data.source`` (auto: local files if present)."""
+    if data_cfg.source not in SOURCES:
+        raise DataError(f"data.source={data_cfg.source!r}: use 'auto', 'local' or 'hub'")
+    _check_split(data_cfg, split)
+    if data_cfg.source != "auto":
+        return data_cfg.source
+    local = split in data_cfg.splits and all(p.is_file() for p in local_split_paths(data_cfg, split))
+    chosen = "local" if local or split not in data_cfg.get("hub", {}).get("splits", {}) else "hub"
+    where = Path(data_cfg.root) / data_cfg.local_dir if chosen == "local" else f"hub dataset {data_cfg.hub.path}"
+    log.info("data.source=auto: split '%s' of %s from %s", split, data_cfg.name, where)
+    return chosen
+
+
+def _load_hub_split(data_cfg: Any, split: str) -> datasets.Dataset:
+    hub = data_cfg.hub
+    try:
+        ds = datasets.load_dataset(hub.path, hub.get("name"), split=hub.splits[split])
+    except Exception as e:  # no internet, unknown dataset, missing split: all end the same way for the user
+        local = ", ".join(str(p) for p in local_split_paths(data_cfg, split)) if split in data_cfg.splits else None
+        also = f"; no local files either ({local})" if data_cfg.source == "auto" and local else ""
+        raise DataError(
+            f"could not load split '{hub.splits[split]}' of the hub dataset '{hub.path}' "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}){also}. Either put the plain-text "
+            f"files under data.root (set NMT_DATA_ROOT or data.root=...; layout <root>/{data_cfg.local_dir}/"
+            f"<stem>.<lang>) or let the datasets library reach the hub"
+        ) from None
+    return _hub_rows(ds, data_cfg.src_lang, data_cfg.tgt_lang)
+
+
 def load_split(data_cfg: Any, split: str, cache_dir: Path | None = None) -> datasets.Dataset:
     """Load one split as a Dataset with columns ``src`` and ``tgt`` (order and count kept as in the source).
 
     With ``cache_dir`` a local split is streamed into a memory-mapped Arrow cache (training corpora);
     without, it is read into memory (evaluation sets).
     """
-    _check_split(data_cfg, split)
-    if data_cfg.source == "hub":
-        hub = data_cfg.hub
-        ds = datasets.load_dataset(hub.path, hub.get("name"), split=hub.splits[split])
-        return _hub_rows(ds, data_cfg.src_lang, data_cfg.tgt_lang)
-    if data_cfg.source != "local":
-        raise DataError(f"data.source={data_cfg.source!r}: use 'local' or 'hub'")
+    if split_source(data_cfg, split) == "hub":
+        return _load_hub_split(data_cfg, split)
     paths = local_split_paths(data_cfg, split)
     if cache_dir is not None:
         return cached_parallel_files(*paths, cache_dir)
