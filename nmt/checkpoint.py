@@ -1,9 +1,10 @@
 """Self-contained, atomically written checkpoints.
 
 A checkpoint holds the weights, the resolved config (YAML text), the sentencepiece model(s) and, for
-training checkpoints, the optimizer, scheduler, trainer counters and RNG states. Files are written to a
-temporary name, fsynced and renamed, so a crash never leaves a half-written ``*.pt`` behind; loading
-uses ``torch.load(weights_only=True)``. Training keeps ``ckpt_<step>.pt`` (the last K) and ``best.pt``.
+training checkpoints, the optimizer, trainer counters and RNG states (no scheduler: the learning rate is
+a function of the step). Files are written to a temporary name, fsynced and renamed, so a crash never
+leaves a half-written ``*.pt`` behind; loading uses ``torch.load(weights_only=True)``. Training keeps
+``ckpt_<step>.pt`` (the last K) and ``best.pt``.
 """
 
 from __future__ import annotations

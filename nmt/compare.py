@@ -28,7 +28,6 @@ from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoin
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
-from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
 from nmt.report import DecodedRun, write_report
@@ -113,9 +112,7 @@ def load_run_translator(spec: RunSpec, device: str) -> Translator:
         raise NmtError(f"run {spec.name!r} has no checkpoint in {spec.run_dir}")
     eval_cfg = spec.cfg.eval
     _, weights = evaluation_weights(spec.run_dir, str(eval_cfg.checkpoint), int(eval_cfg.average_last))
-    translator, _ = load_translator(
-        str(steps[0]), search_config(spec.cfg), device, int(spec.cfg.trainer.eval_max_tokens)
-    )
+    translator, _ = load_translator(str(steps[0]), spec.cfg.search, device, int(spec.cfg.trainer.eval_max_tokens))
     translator.model.load_state_dict(weights)
     return translator
 

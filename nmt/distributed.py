@@ -54,6 +54,17 @@ def broadcast(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+def all_reduce_sum(value: int, ctx: DistContext) -> int:
+    """The sum of ``value`` over all ranks."""
+    if not ctx.enabled:
+        return value
+    box = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        box = box.cuda()
+    dist.all_reduce(box)
+    return int(box.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -17,32 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import EvalSet, load_eval_set
-from nmt.errors import ConfigError
-from nmt.metrics import CorpusScore, corpus_scores
+from nmt.metrics import MOSES_BLEU_LABEL, CorpusScore, corpus_scores, moses_tokenized_bleu
 from nmt.paths import CONFIG_DIR
-from nmt.search import SearchConfig
-from nmt.translator import Translator, load_translator
-
-
-def search_config(cfg: DictConfig) -> SearchConfig:
-    """SearchConfig from the ``search`` section of any entry-point config."""
-    s = cfg.search
-    beam, n_best = int(s.beam_size), int(s.get("n_best", 1))
-    if beam < 1 or n_best < 1 or n_best > beam:
-        raise ConfigError(f"search.n_best={n_best} and search.beam_size={beam}: need 1 <= n_best <= beam_size")
-    return SearchConfig(
-        beam_size=beam,
-        length_penalty=float(s.length_penalty),
-        max_len_a=float(s.max_len_a),
-        max_len_b=int(s.max_len_b),
-        n_best=n_best,
-    )
+from nmt.translator import Translator, load_translator, search_origin
 
 
 def evaluate_set(translator: Translator, eval_set: EvalSet, out_dir: Path, tokenize: str = "13a") -> CorpusScore:
     """Translate every line of ``eval_set``, score it, write hypotheses and scores, return the scores."""
     hyps = translator.translate_text(eval_set.sources)
     score = corpus_scores(hyps, eval_set.references, tokenize=tokenize)
+    if translator.tgt_tok.pretokenizer is not None:  # a word-level set-up: also the papers' tokenized BLEU
+        score.tokenized_bleu = moses_tokenized_bleu(hyps, eval_set.references, translator.tgt_tok.pretokenizer)
+        score.tokenized_bleu_label = MOSES_BLEU_LABEL
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{eval_set.name}.hyp").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     (out_dir / f"{eval_set.name}.json").write_text(json.dumps(score.to_dict(), indent=1))
@@ -54,6 +40,8 @@ def print_score(split: str, score: CorpusScore) -> None:
     print(f"  {score.bleu_details}")
     print(f"  BLEU signature: {score.bleu_signature}")
     print(f"  chrF signature: {score.chrf_signature}")
+    if score.tokenized_bleu is not None:
+        print(f"  {score.tokenized_bleu_label}: {score.tokenized_bleu:.2f}")
 
 
 def data_config_for(train_cfg: dict[str, Any], data_root: str | None) -> DictConfig:
@@ -68,7 +56,8 @@ def data_config_for(train_cfg: dict[str, Any], data_root: str | None) -> DictCon
 @report_user_errors("nmt-evaluate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator, train_cfg = load_translator(cfg.checkpoint, search_config(cfg), cfg.device, int(cfg.max_tokens))
+    translator, train_cfg = load_translator(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    print(f"decoding with {translator.search.describe()} {search_origin(cfg.search)}")
     data_cfg = data_config_for(train_cfg, cfg.data_root)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.checkpoint).parent / "eval"
     splits = [cfg.split] if isinstance(cfg.split, str) else list(cfg.split)

@@ -15,6 +15,8 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from nmt.data.pretokenize import MosesPretokenizer
+
 
 @dataclass
 class CorpusScore:
@@ -24,6 +26,8 @@ class CorpusScore:
     chrf_signature: str
     bleu_details: str  # sacrebleu's one-line summary (n-gram precisions, brevity penalty, lengths)
     sentences: int
+    tokenized_bleu: float | None = None  # word-level (Moses) set-ups: BLEU on Moses tokens, as the papers
+    tokenized_bleu_label: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +78,18 @@ def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str) -> t
     bleu = BLEU(tokenize="none", force=True)
     score = bleu.corpus_score([prepare(h) for h in hypotheses], [[prepare(r) for r in references]]).score
     return round(score, 2), tokenized_bleu_label(lang)
+
+
+def moses_tokenized_bleu(hypotheses: list[str], references: list[str], pretokenizer: MosesPretokenizer) -> float:
+    """BLEU on Moses tokens of both sides, as multi-bleu.perl on the papers' tokenized text (for comparing
+    with the word-level papers only; the headline stays sacreBLEU on detokenized text)."""
+    _check(hypotheses, references)
+    hyps = [pretokenizer.tokenize(h) for h in hypotheses]
+    refs = [pretokenizer.tokenize(r) for r in references]
+    return round(BLEU(tokenize="none", force=True).corpus_score(hyps, [refs]).score, 2)
+
+
+MOSES_BLEU_LABEL = "tokenized BLEU (Moses tokens, multi-bleu.perl style; for comparing with papers only, not sacreBLEU)"
 
 
 def tokenized_bleu_label(lang: str) -> str:

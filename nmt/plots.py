@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 
 @dataclass
 class AttentionExample:
-    """One decoded sentence: weights (len(target), len(source)) over source subwords, rows sum to 1."""
+    """One decoded sentence: weights (len(target), len(source)) over source subwords; rows sum to 1 (global
+    attention) or to at most 1 (Luong's local attention, window softmax times a Gaussian)."""
 
     source: list[str]
     target: list[str]
@@ -63,7 +64,7 @@ def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Pat
             if points:
                 ax.plot(*zip(*points), marker=".", label=name)
         ax.set_xlabel("training steps" if x_key == "step" else "wall-clock minutes (validation included)")
-        ax.set_ylabel("valid BLEU (greedy)" if metric == "valid_bleu" else "valid loss (label-smoothed NLL)")
+        ax.set_ylabel("valid BLEU" if metric == "valid_bleu" else "valid loss (NLL per token, no smoothing)")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
     fig.tight_layout()

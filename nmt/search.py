@@ -16,18 +16,23 @@ hypothesis that scores far below one the beam still held, e.g. worse than greedy
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.errors import ConfigError
 from nmt.models.interface import Seq2SeqModel, select_rows
 
 
 @dataclass
 class Hypothesis:
-    """One output: token ids without BOS/EOS, its (length-normalised) score, and optional attention.
+    """One output: token ids without BOS/EOS, its score, and optional attention.
+
+    score: beam search's length-normalised log-probability; greedy search's plain sum of log-probabilities.
 
     attention: (len(tokens) + 1, S) weights over the real source positions, the last row for EOS.
     """
@@ -46,6 +51,30 @@ class SearchConfig:
     n_best: int = 1
     need_attention: bool = False
 
+    # What a checkpoint's training config contributes: the set-up's own decoding (n_best is per use).
+    STORED: ClassVar[tuple[str, ...]] = ("beam_size", "length_penalty", "max_len_a", "max_len_b")
+
+    @classmethod
+    def from_cfg(cls, section: Mapping[str, Any] | None, stored: Mapping[str, Any] | None = None) -> SearchConfig:
+        """The ``search`` section of an entry-point config over the settings ``stored`` in a checkpoint:
+        a null (or absent) option keeps the stored value, which keeps the dataclass default."""
+        values: dict[str, Any] = {k: v for k, v in (stored or {}).items() if k in cls.STORED and v is not None}
+        values.update({k: v for k, v in (section or {}).items() if k in cls.__dataclass_fields__ and v is not None})
+        types = {"beam_size": int, "n_best": int, "max_len_b": int, "length_penalty": float, "max_len_a": float}
+        cfg = cls(**{k: types.get(k, bool)(v) for k, v in values.items()})
+        if cfg.beam_size < 1 or cfg.n_best < 1 or cfg.n_best > cfg.beam_size:
+            raise ConfigError(
+                f"search.n_best={cfg.n_best} and search.beam_size={cfg.beam_size}: need 1 <= n_best <= beam_size"
+            )
+        return cfg
+
+    def describe(self) -> str:
+        search = "greedy" if self.beam_size == 1 else f"beam {self.beam_size}"
+        return (
+            f"{search}, length penalty alpha {self.length_penalty:g}, "
+            f"max output length {self.max_len_a:g} * source + {self.max_len_b}"
+        )
+
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """lp(Y) = ((5 + |Y|) / 6) ** alpha."""
@@ -58,9 +87,23 @@ def _max_lengths(model: Seq2SeqModel, src_lengths: Tensor, cfg: SearchConfig) ->
     return limit.clamp(max=model.max_positions) if model.max_positions else limit
 
 
-def _block_specials(logp: Tensor) -> None:
+def _best_tokens(logits: Tensor, width: int, must_end: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``width`` most probable next tokens of each row and their log-probabilities.
+
+    logits: (R, V) of the last position; must_end: (R,) rows at their length limit, which may only end
+    (EOS first, the rest -inf). PAD and BOS are never produced. Taking each row's top ``width`` before
+    combining with the hypothesis scores finds the same candidates as a top-k over all R x V sums, without
+    writing those sums. Returns log-probs (R, width) and token ids (R, width).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)  # normalised over the whole vocabulary
+    eos = logp[must_end, EOS_ID]
     logp[:, PAD_ID] = float("-inf")
     logp[:, BOS_ID] = float("-inf")
+    values, tokens = logp.topk(min(width, logp.size(-1)), dim=-1)
+    if must_end.any():
+        values[must_end] = float("-inf")
+        values[must_end, 0], tokens[must_end, 0] = eos, EOS_ID
+    return values, tokens
 
 
 def _trim_attention(att: Tensor | None, length: int, src_len: int) -> Tensor | None:
@@ -83,11 +126,9 @@ def greedy_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Se
     prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=src.device)
     for t in range(longest):
         logits, state, att = model.decode(prev, memory, state, cfg.need_attention)
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
-        _block_specials(logp)
-        tok = logp.argmax(-1)
-        tok = torch.where(t + 1 >= max_lens[rows], torch.full_like(tok, EOS_ID), tok)
-        scores[rows] += logp.gather(1, tok[:, None]).squeeze(1)
+        logp, tok = _best_tokens(logits[:, -1], 1, t + 1 >= max_lens[rows])
+        logp, tok = logp[:, 0], tok[:, 0]
+        scores[rows] += logp
         out[rows, t] = tok
         if att_out is not None:
             att_out[rows, t] = att[:, -1].float()
@@ -139,17 +180,12 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
     for t in range(int(max_lens.max())):
         n = sents.numel()
         logits, state, att = model.decode(tokens[:, -1:], memory, state, cfg.need_attention)
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (n*k, V)
-        _block_specials(logp)
-        vocab = logp.size(-1)
-        at_max = (t + 1 >= max_lens[sents]).repeat_interleave(k)
-        if at_max.any():  # sentences at their length limit may only end
-            forced = torch.full_like(logp[at_max], float("-inf"))
-            forced[:, EOS_ID] = logp[at_max, EOS_ID]
-            logp[at_max] = forced
-        cand = (scores.view(-1, 1) + logp).view(n, k * vocab)
+        at_max = (t + 1 >= max_lens[sents]).repeat_interleave(k)  # (n*k,) may only end
+        logp, next_tok = _best_tokens(logits[:, -1], 2 * k, at_max)  # (n*k, w) each, w = min(2k, V)
+        width = logp.size(1)
+        cand = (scores.view(-1, 1) + logp).view(n, k * width)
         top_scores, top_idx = cand.topk(2 * k, dim=1)  # (n, 2k)
-        origin, tok = top_idx // vocab, top_idx % vocab
+        origin, tok = top_idx // width, next_tok.view(n, k * width).gather(1, top_idx)
         is_eos = tok == EOS_ID
         if att_hist is not None:
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)

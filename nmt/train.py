@@ -23,11 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
+from nmt.data.tokenizer import shared_vocabulary
 from nmt.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.errors import ConfigError
-from nmt.evaluate import evaluate_set, print_score, search_config
+from nmt.evaluate import evaluate_set, print_score
 from nmt.models import build_model
 from nmt.paths import CONFIG_DIR
+from nmt.search import SearchConfig
 from nmt.trainer import Trainer
 from nmt.translator import Translator, pick_device
 
@@ -46,7 +48,7 @@ def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
         return torch.frombuffer(bytearray(proto), dtype=torch.uint8)
 
     toks = {"src": as_tensor(data.src_tok.model_proto)}
-    if data.tgt_tok is not data.src_tok:
+    if not shared_vocabulary(data.src_tok, data.tgt_tok):
         toks["tgt"] = as_tensor(data.tgt_tok.model_proto)
     return toks
 
@@ -96,7 +98,7 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
         trainer.model,
         data.src_tok,
         data.tgt_tok,
-        search_config(cfg),
+        SearchConfig.from_cfg(cfg.search),
         int(cfg.trainer.eval_max_tokens),
         device=trainer.device,
     )
@@ -106,7 +108,7 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
         "train_minutes": round(trainer.state.elapsed / 60, 2),
         "test": {},
     }
-    print(f"evaluating {which} with beam {translator.search.beam_size}")
+    print(f"evaluating {which} with {translator.search.describe()}")
     for split in cfg.data.test_splits:
         eval_set = load_eval_set(cfg.data, split, data.src_tok, data.tgt_tok)
         score = evaluate_set(translator, eval_set, run_dir / "eval", str(cfg.eval.tokenize))
@@ -129,6 +131,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or continue) the configured run and evaluate it; returns the results summary (rank 0)."""
     setup_cpu(int(cfg.trainer.threads))
     ctx = init_distributed(str(cfg.trainer.device))
+    try:
+        return train_and_evaluate(cfg, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def train_and_evaluate(cfg: DictConfig, ctx: DistContext) -> dict[str, Any]:
+    """``run`` inside a process group that is already set up (one rank of torchrun, or a single process)."""
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     cfg.run_dir = broadcast(str(cfg.run_dir), ctx)  # one run directory even if it contains ${now:}
@@ -137,7 +147,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.trainer.seed))
     random.seed(int(cfg.trainer.seed))
     data = _prepare_data(cfg, ctx)
-    model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
+    model = build_model(
+        cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.arch, n_params / 1e6)
     device = pick_device(str(cfg.trainer.device))
@@ -147,19 +159,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = Trainer(cfg, model, data, run_dir, device, extra, ctx)
     if start is not None:
         trainer.restore(start[1])
-    try:
-        state = trainer.train()
-        if state.stop_reason and state.stop_reason.startswith("interrupted"):
-            if ctx.is_main:
-                print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
-            raise SystemExit(130)
-        if not ctx.is_main:
-            return {}
-        results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
-        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-        return results
-    finally:
-        shutdown(ctx)
+    state = trainer.train()
+    if state.stop_reason and state.stop_reason.startswith("interrupted"):
+        if ctx.is_main:
+            print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
+        raise SystemExit(130)
+    if not ctx.is_main:
+        return {}
+    results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from nmt.checkpoint import prune_checkpoints, save_checkpoint
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
 from nmt.data.prepare import EvalSet, TrainingData
-from nmt.distributed import DistContext, barrier, broadcast
+from nmt.data.tokenizer import PAD_ID
+from nmt.distributed import DistContext, all_reduce_sum, barrier, broadcast
 from nmt.errors import ConfigError, NmtError
 from nmt.loss import label_smoothed_nll
 from nmt.metrics import corpus_bleu
@@ -90,6 +91,8 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(model.parameters(), self.t.optimizer)
+        if str(self.t.loss_norm) not in ("tokens", "sentences"):
+            raise ConfigError(f"trainer.loss_norm={self.t.loss_norm!r}: use tokens or sentences")
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
             src_lens,
@@ -97,7 +100,7 @@ class Trainer:
             int(self.t.max_tokens),
             shuffle=True,
             seed=int(self.t.seed),
-            max_sentences=self.t.max_sentences,
+            max_sentences=self.batch_sentences(),
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             rows=data.train_rows,
@@ -111,12 +114,26 @@ class Trainer:
             model,
             data.src_tok,
             data.tgt_tok,
-            SearchConfig(beam_size=int(self.t.valid_beam), max_len_a=1.5, max_len_b=10),
+            # the run's own search settings (length limit, penalty), at the validation beam width
+            SearchConfig.from_cfg({"beam_size": int(self.t.valid_beam)}, cfg.search),
             max_tokens=int(self.t.eval_max_tokens),
             device=device,
         )
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
+
+    def batch_sentences(self) -> int | None:
+        """Sentences per micro-batch on this rank: ``trainer.max_sentences`` is the global batch of one
+        update (the papers' "mini-batches of 128"), split evenly over ranks and accumulation steps."""
+        if not self.t.max_sentences:
+            return None
+        total, parts = int(self.t.max_sentences), self.ctx.world_size * int(self.t.accumulate)
+        if total % parts:
+            raise ConfigError(
+                f"trainer.max_sentences={total} is the sentences of one update; it must divide evenly over "
+                f"{self.ctx.world_size} ranks x trainer.accumulate={self.t.accumulate}: choose a multiple of {parts}"
+            )
+        return total // parts
 
     # ---- checkpoint state -------------------------------------------------------------------------
     def payload(self, with_training_state: bool = True) -> dict[str, Any]:
@@ -167,15 +184,28 @@ class Trainer:
             logits, _ = (model or self.model)(batch.src, batch.src_lengths, batch.tgt_in)
         return label_smoothed_nll(logits, batch.tgt_out, float(self.t.label_smoothing))
 
+    def _loss_denominator(self, batches: list[Batch]) -> float:
+        """What the summed loss of one update is divided by: its target tokens or its sentences
+        (``trainer.loss_norm``), counted over every micro-batch and every rank."""
+        if str(self.t.loss_norm) == "sentences":
+            count = sum(b.src.size(0) for b in batches)
+        else:
+            count = sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)
+        return float(all_reduce_sum(count, self.ctx))
+
     def train_step(self, batches: list[Batch]) -> tuple[float, int] | None:
         """One optimizer step over ``batches`` (gradient accumulation); None if the step was skipped.
 
-        Each micro-batch loss is normalised by its own target tokens and the gradients are averaged
-        over micro-batches, so accumulation over k batches equals k data-parallel ranks.
+        The gradient is that of the summed loss of the whole update (all micro-batches, all ranks)
+        divided by its tokens or sentences (``trainer.loss_norm``): per-token averaging as in fairseq for
+        the Transformer; per-sentence as in Sutskever et al. (2014) and Luong et al. (2015), whose "divided
+        by 128" with plain SGD at lr 1 only works with it. So accumulation over k batches equals k ranks.
+        DDP averages gradients over ranks, hence the factor world_size.
         """
         self.model.train()
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
+        scale = self.ctx.world_size / self._loss_denominator(batches)
         total_nll, total_tokens, finite = 0.0, 0, True
         for i, batch in enumerate(batches):
             batch = batch.to(self.device)
@@ -187,7 +217,7 @@ class Trainer:
                     if not torch.isfinite(loss):
                         finite = False
                         break
-                    self.scaler.scale(loss / ntok / len(batches)).backward()
+                    self.scaler.scale(loss * scale).backward()
             except torch.OutOfMemoryError:
                 self._skip_out_of_memory(batch)
                 return None
@@ -251,7 +281,8 @@ class Trainer:
         return total / max(count, 1)
 
     def validate(self) -> dict[str, float] | None:
-        """Validate on rank 0 (loss, perplexity, greedy BLEU), keep best.pt; other ranks wait."""
+        """Validate on rank 0 (loss, perplexity, BLEU at trainer.valid_beam), keep best.pt (by
+        trainer.early_stopping.metric); other ranks wait."""
         record = self._validate() if self.ctx.is_main else None
         barrier(self.ctx)
         return record
@@ -311,6 +342,11 @@ class Trainer:
             return f"early stopping: no better valid {t.early_stopping.metric} in {s.bad_validations} validations"
         return None
 
+    def _checkpoint_due(self, last_save: float) -> bool:
+        """``trainer.checkpoint_every_minutes`` of training time since the last checkpoint (rank 0's clock)."""
+        minutes = float(self.t.get("checkpoint_every_minutes") or 0)
+        return minutes > 0 and bool(broadcast(self.state.elapsed - last_save >= 60 * minutes, self.ctx))
+
     def _eta(self) -> dict[str, str]:
         """Minutes left under the wall-clock budget, for the progress bar (tqdm's own ETA needs max_steps)."""
         if not self.t.max_minutes:
@@ -341,15 +377,20 @@ class Trainer:
         )
         log_every, validate_every = int(t.log_every), int(t.validate_every)
         checkpoint_every = int(t.checkpoint_every) or validate_every  # 0: only at the end
+        parts = self.ctx.world_size * int(t.accumulate)
         log.info(
-            "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step",
+            "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step%s",
             int(t.max_tokens),
             self.ctx.world_size,
             int(t.accumulate),
-            int(t.max_tokens) * self.ctx.world_size * int(t.accumulate),
+            int(t.max_tokens) * parts,
+            f", at most {self.batch_sentences()} x {parts} = {self.batch_sentences() * parts} sentences"
+            if t.max_sentences
+            else "",
         )
         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
         session_start, elapsed_before = time.monotonic(), self.state.elapsed
+        last_save = self.state.elapsed
         try:
             while (reason := self._agreed_stop()) is None:
                 self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
@@ -392,8 +433,9 @@ class Trainer:
                         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
                     if validate_every and step % validate_every == 0:
                         self.validate()
-                    if checkpoint_every and step % checkpoint_every == 0:
+                    if (checkpoint_every and step % checkpoint_every == 0) or self._checkpoint_due(last_save):
                         self.save()
+                        last_save = self.state.elapsed
                     if self._agreed_stop() is not None:
                         break
                 else:

@@ -22,9 +22,8 @@ from omegaconf import DictConfig
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.corpus import BOM
 from nmt.errors import DataError
-from nmt.evaluate import search_config
 from nmt.paths import CONFIG_DIR
-from nmt.translator import Translator, load_translator
+from nmt.translator import Translator, load_translator, search_origin
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,8 @@ def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: s
 @report_user_errors("nmt-translate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator, _ = load_translator(cfg.checkpoint, search_config(cfg), cfg.device, int(cfg.max_tokens))
+    translator, _ = load_translator(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:
         if cfg.input == "-":
             src, name = sys.stdin.buffer, "<stdin>"

@@ -8,16 +8,18 @@ before decoding (the output line is still produced) and counted in ``truncated``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import TokenBatchSampler, collate
-from nmt.data.tokenizer import SubwordTokenizer
+from nmt.data.tokenizer import SubwordTokenizer, moses_languages, shared_vocabulary
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import Hypothesis, SearchConfig, generate
 
@@ -81,23 +83,42 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def tokenizers_from_checkpoint(payload: dict[str, Any]) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+def tokenizers_from_checkpoint(
+    payload: dict[str, Any], data_cfg: dict[str, Any]
+) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The sentencepiece model(s) stored in the checkpoint, behind the run's Moses stage if it had one."""
     toks = payload["tokenizers"]
-    src = SubwordTokenizer(bytes(toks["src"].numpy().tobytes()))
-    tgt = src if "tgt" not in toks else SubwordTokenizer(bytes(toks["tgt"].numpy().tobytes()))
-    return src, tgt
+    src_lang, tgt_lang = moses_languages(OmegaConf.create(data_cfg))
+    src = SubwordTokenizer(bytes(toks["src"].numpy().tobytes()), src_lang)
+    if "tgt" not in toks:
+        return src, src.for_language(tgt_lang)
+    return src, SubwordTokenizer(bytes(toks["tgt"].numpy().tobytes()), tgt_lang)
 
 
 def load_translator(
-    path: str, search: SearchConfig, device: str = "auto", max_tokens: int = 4096
+    path: str, search: SearchConfig | Mapping[str, Any] | None = None, device: str = "auto", max_tokens: int = 4096
 ) -> tuple[Translator, dict]:
-    """A ready Translator from a checkpoint file alone, plus the training config stored in it."""
+    """A ready Translator from a checkpoint file alone, plus the training config stored in it.
+
+    ``search``: a SearchConfig is used as given; otherwise the settings are those the checkpoint's own
+    experiment decodes with (e.g. Vaswani et al.'s beam 4, alpha 0.6, |x| + 50), with every non-null
+    option of the ``search`` mapping taking precedence.
+    """
     payload = load_checkpoint(path)
     cfg = yaml.safe_load(payload["config"])
-    src_tok, tgt_tok = tokenizers_from_checkpoint(payload)
-    model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=src_tok is tgt_tok)
+    src_tok, tgt_tok = tokenizers_from_checkpoint(payload, cfg["data"])
+    model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=shared_vocabulary(src_tok, tgt_tok))
     model.load_state_dict(payload["model"])
     dev = pick_device(device)
     model.to(dev).eval()
     max_src = int(cfg["model"].get("max_positions", 1024)) - 2
-    return Translator(model, src_tok, tgt_tok, search, max_tokens, max_src, dev), cfg
+    settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
+    return Translator(model, src_tok, tgt_tok, settings, max_tokens, max_src, dev), cfg
+
+
+def search_origin(search: Mapping[str, Any] | None) -> str:
+    """Where the decoding settings came from, for the user: the checkpoint, the command line, or both."""
+    given = sorted(k for k, v in (search or {}).items() if v is not None and k in SearchConfig.STORED)
+    if not given:
+        return "(the checkpoint's settings)"
+    return f"(the checkpoint's settings; {', '.join(given)} from the command line)"

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nmt.cli import setup_cpu
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, collate, lengths
 from nmt.data.prepare import load_eval_set, prepare_training_data
-from nmt.data.tokenizer import PAD_ID
+from nmt.data.tokenizer import PAD_ID, shared_vocabulary
 from nmt.loss import label_smoothed_nll
 from nmt.metrics import corpus_scores
 from nmt.models import build_model
@@ -136,7 +136,9 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
 def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
     cfg = compose_cfg([f"model={model_name}"])
     torch.manual_seed(1)
-    model = build_model(cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=data.src_tok is data.tgt_tok)
+    model = build_model(
+        cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
+    )
     optimizer = build_optimizer(model.parameters(), cfg.trainer.optimizer)
     src_lens, tgt_lens = lengths(data.train)
     sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
@@ -240,7 +242,7 @@ def main() -> None:
 
     test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
     if args.checkpoint:
-        translator, _ = load_translator(args.checkpoint, SearchConfig())
+        translator, _ = load_translator(args.checkpoint)
         label = Path(args.checkpoint).name
         results["decoding"].append(bench_decoding(translator, test, n_sent, label, args.repeats, args.length_penalty))
         print(json.dumps(results["decoding"][-1]), flush=True)

@@ -36,7 +36,6 @@ from nmt.data.prepare import load_eval_set, prepare_training_data
 from nmt.metrics import corpus_bleu
 from nmt.paths import CONFIG_DIR
 from nmt.report import training_rates
-from nmt.search import SearchConfig
 from nmt.translator import load_translator
 
 BEAM, ALPHA = 5, 1.0
@@ -180,7 +179,7 @@ def train_ours(work: Path, data_root: Path, steps: int) -> None:
 
 
 def decode_ours(work: Path, data_root: Path, tokens: int) -> dict:
-    search = SearchConfig(beam_size=BEAM, length_penalty=ALPHA)
+    search = {"beam_size": BEAM, "length_penalty": ALPHA}
     translator, cfg = load_translator(str(work / "nmt_model" / "best.pt"), search, "cpu", tokens)
     data_cfg = OmegaConf.create({**cfg["data"], "root": str(data_root)})
     eval_set = load_eval_set(data_cfg, "test2016", translator.src_tok, translator.tgt_tok)

@@ -39,6 +39,7 @@ def search_at(revision: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"search_{revision}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
     return module
 
@@ -51,11 +52,12 @@ def main() -> None:
     parser.add_argument("--beams", type=int, nargs="*", default=[1, 5])
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=4096, help="decoding batch (tokens, as nmt-translate)")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     setup_cpu(0)
     baseline = search_at(args.baseline)
-    translator, train_cfg = load_translator(args.checkpoint, SearchConfig())
+    translator, train_cfg = load_translator(args.checkpoint, max_tokens=args.max_tokens)
     test = load_eval_set(data_config_for(train_cfg, data_root()), args.split, translator.src_tok, translator.tgt_tok)
     searches = {f"baseline {args.baseline}": baseline.generate, "this tree": generate}
     rows = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,7 +90,17 @@ TINY_MODELS: dict[str, list[str]] = {
 
 def tiny_config(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> DictConfig:
     """A full training config: tiny model, 64 real pairs, small subword vocabulary, fast settings."""
-    overrides = [
+    return compose_train(tiny_overrides(root, cache, run_dir, model, extra))
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def tiny_overrides(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> list[str]:
+    """The overrides of :func:`tiny_config` (also for runs in a subprocess)."""
+    return [
         f"data.root={root}",
         f"data.cache_dir={cache}",
         f"run_dir={run_dir}",
@@ -108,8 +121,6 @@ def tiny_config(root: Path, cache: Path, run_dir: Path, model: str, extra: list[
         *TINY_MODELS[model.split(":")[0]],
         *(extra or []),
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +153,13 @@ def subprocess_overrides(root: Path, cache: Path, run_dir: Path, *extra: str) ->
         "data.test_splits=[]",
         *extra,
     ]
+
+
+def torchrun_many(runs: dict[str, list[str]], port: int = 29614) -> str:
+    """Train each of ``runs`` (name -> nmt-train overrides) in turn under one 2-process gloo group
+    (tests/ddp_runs.py); returns rank 0's output, a line ``ok <name> <steps> <test scores>`` per run."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    cmd += [str(Path(__file__).with_name("ddp_runs.py")), json.dumps(runs)]
+    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=900)
+    assert out.returncode == 0, out.stderr.decode()[-4000:]
+    return out.stdout.decode()

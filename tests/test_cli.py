@@ -91,6 +91,20 @@ def test_evaluate_prints_bleu_with_signature(tiny_checkpoint, tiny_root, tmp_pat
     assert "test2016: BLEU = " in text and "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a" in text
     hyps = (tmp_path / "test2016.hyp").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == 64
+    # The checkpoint's run set search.beam_size=1 (and kept alpha 0.6, 1.5|x|+10): that is what decodes.
+    assert (
+        "decoding with greedy, length penalty alpha 0.6, max output length 1.5 * source + 10 (the checkpoint's" in text
+    )
+
+
+def test_command_line_search_options_override_the_checkpoint(tiny_checkpoint, tiny_root, tmp_path):
+    args = [f"checkpoint={tiny_checkpoint}", f"data_root={tiny_root}", f"output_dir={tmp_path}"]
+    out = cli("nmt-evaluate", *args, "search.beam_size=3", "search.max_len_b=20")
+    assert out.returncode == 0, out.stderr.decode()
+    assert (
+        "decoding with beam 3, length penalty alpha 0.6, max output length 1.5 * source + 20 "
+        "(the checkpoint's settings; beam_size, max_len_b from the command line)"
+    ) in out.stdout.decode()
 
 
 def test_corrupt_checkpoint_is_reported(tiny_checkpoint, tmp_path):

@@ -12,7 +12,16 @@ from omegaconf import OmegaConf
 
 from nmt.data.batching import TokenBatchSampler, collate, lengths
 from nmt.data.corpus import load_split
-from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_or_train_tokenizers
+from nmt.data.pretokenize import MosesPretokenizer
+from nmt.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    load_or_train_tokenizers,
+    moses_languages,
+    shared_vocabulary,
+)
 from nmt.errors import DataError
 
 
@@ -247,3 +256,28 @@ def test_lengths_follow_an_indices_mapping():
     ds = datasets.Dataset.from_dict({"src_len": [3, 1, 4, 1, 5], "tgt_len": [9, 2, 6, 5, 3]})
     src, tgt = lengths(ds.select([4, 0, 2]))
     assert src.tolist() == [5, 3, 4] and tgt.tolist() == [3, 9, 6]
+
+
+def test_moses_pretokenization_on_real_lines(tiny_root, tmp_path):
+    """Word-level set-ups (the RNN papers): Moses tokens before a word vocabulary, so 'Haus,' is 'Haus' ','
+    and max_len counts words; output is detokenized back to plain text for sacreBLEU."""
+    de, en = read_pairs("train", 64)
+    moses = MosesPretokenizer("de")
+    assert moses.tokenize("Zwei junge, weiße Männer sind im Freien.") == "Zwei junge , weiße Männer sind im Freien ."
+    assert sum(moses.detokenize(moses.tokenize(s)) == s for s in de) >= 60  # the round trip keeps real text
+    words = {"tokenizer.model_type": "word", "tokenizer.pretokenize": "moses", "tokenizer.vocab_size": 2000}
+    cfg = data_cfg(tiny_root, **words)  # every word of the 64 pairs in the vocabulary
+    src, tgt = load_or_train_tokenizers(load_split(cfg, "train"), cfg.tokenizer, tmp_path, moses=moses_languages(cfg))
+    assert (src.moses_lang, tgt.moses_lang) == ("de", "en") and shared_vocabulary(src, tgt)
+    pieces = set(src.pieces(range(len(src))))
+    assert "▁Männer" in pieces and not any(p.endswith((",", ".")) and len(p) > 2 for p in pieces)
+    ids = src.encode(de)
+    assert [len(i) for i in ids] == [len(moses.tokenize(s).split()) for s in de]  # one id per Moses token
+    assert sum(src.decode(i) == s for i, s in zip(ids, de)) >= 60
+    plain, _ = load_or_train_tokenizers(load_split(cfg, "train"), cfg.tokenizer, tmp_path)
+    assert plain.digest != src.digest  # cached apart: trained on other text
+    small = data_cfg(tiny_root, **{**words, "tokenizer.vocab_size": 300})  # a shortlist: the rest is UNK
+    short, _ = load_or_train_tokenizers(load_split(small, "train"), small.tokenizer, tmp_path, moses=("de", "en"))
+    ids = short.encode(de)
+    assert [len(i) for i in ids] == [len(moses.tokenize(s).split()) for s in de]  # one UNK per unknown word
+    assert sum(i.count(UNK_ID) for i in ids) > 50

@@ -178,3 +178,36 @@ def test_dropout_keeps_the_expectation_and_masks_the_gradient():
     assert torch.equal(x.grad, y.detach())  # d y_i / d x_i is the same scaled mask
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
     assert not dropout(x, 1.0, training=True).any()
+
+
+@pytest.mark.parametrize("arch", ["rnnsearch", "rnnencdec"])
+def test_bahdanau_initialisation_is_appendix_b1(arch):
+    """Recurrent matrices orthogonal (per gate), W_a / U_a ~ N(0, 0.001^2), v_a and biases 0, the rest
+    (embeddings included) ~ N(0, 0.01^2)."""
+    torch.manual_seed(0)
+    sizes = {"embed_dim": 48, "hidden_dim": 64, "attention_dim": 64, "maxout_dim": 32}
+    model = build_model({"arch": arch, **sizes}, 500, 500, shared_vocab=False)
+    for name, p in model.named_parameters():
+        p, leaf = p.detach(), name.rsplit(".", 1)[-1]
+        if leaf.startswith("bias") or name.endswith("v_a.weight"):
+            assert torch.all(p == 0), name
+        elif leaf.startswith("weight_hh"):
+            for block in p.split(64, dim=0):
+                torch.testing.assert_close(block.T @ block, torch.eye(64), atol=1e-4, rtol=0, msg=name)
+        else:
+            rows = p[1:] if "embed" in name else p  # the padding row is 0
+            expected = 0.001 if name.startswith("attention.") else 0.01
+            assert abs(float(rows.std()) / expected - 1) < 0.1 and abs(float(rows.mean())) < expected / 10, name
+            if "embed" in name:
+                assert torch.all(p[0] == 0), name
+    assert build_model({"arch": arch, **sizes, "init": "pytorch"}, 500, 500, False).W_o.bias.abs().sum() > 0
+
+
+def test_luong_initialisation_is_uniform_everywhere():
+    """Luong et al. Sec. 4.1: every parameter, embeddings included, uniform in [-0.1, 0.1]."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "luong", "embed_dim": 48, "hidden_dim": 64, "layers": 2}, 500, 500, False)
+    for name, p in model.named_parameters():
+        values = p.detach()[1:] if "embed" in name else p.detach()
+        assert float(values.abs().max()) <= 0.1, name
+        assert abs(float(values.std()) / (0.1 / math.sqrt(3)) - 1) < 0.15, name  # std of U(-0.1, 0.1)

@@ -1,16 +1,16 @@
-"""Every paper experiment builds at the paper's sizes and trains a couple of steps on a tiny real slice
-laid out like the WMT14 files (English, German and French sentences from Multi30k)."""
+"""Every paper experiment builds at the paper's sizes and trains a couple of steps, under 2-process gloo DDP
+as its documented torchrun launch does, on a tiny real slice laid out like the WMT14 files (English,
+German and French sentences from Multi30k)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import MULTI30K, read_pairs
-from hydra import compose, initialize_config_dir
+from conftest import MULTI30K, compose_train, read_pairs, torchrun_many
 
 from nmt.paths import CONFIG_DIR
-from nmt.train import run
 
 EXPERIMENTS = sorted(
     p.stem
@@ -41,28 +41,33 @@ def test_every_paper_is_covered():
     assert len(EXPERIMENTS) == 14
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_paper_config_trains_a_few_steps(experiment, wmt_root, tmp_path):
-    overrides = [
-        f"experiment={experiment}",
-        "data.source=local",
-        f"data.root={wmt_root}",
-        f"data.cache_dir={tmp_path}/cache",
-        f"run_dir={tmp_path}/run",
-        "data.tokenizer.vocab_size=300",
-        "trainer.max_steps=2",
-        "trainer.max_epochs=0",
-        "trainer.max_minutes=0",
-        "trainer.validate_every=0",
-        "trainer.validate_bleu=false",
-        "trainer.early_stopping.metric=loss",
-        "trainer.max_tokens=600",
-        "search.max_len_b=5",
-        "search.max_len_a=0.5",
-    ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    assert cfg.paper.bleu > 0 and cfg.paper.table and cfg.paper.metric
-    results = run(cfg)
-    assert results["steps"] == 2
-    assert results["test"]["newstest2014"]["sentences"] == 4
+def test_paper_configs_train_a_few_steps_under_two_process_ddp(wmt_root, tmp_path):
+    """At the papers' sizes, each experiment under a 2-rank gloo group: 2 steps, then rank 0 decodes the test set."""
+    runs = {}
+    for experiment in EXPERIMENTS:
+        overrides = [
+            f"experiment={experiment}",
+            "data.source=local",
+            f"data.root={wmt_root}",
+            f"data.cache_dir={tmp_path}/cache/{experiment}",
+            f"run_dir={tmp_path}/{experiment}",
+            "data.tokenizer.vocab_size=300",
+            "trainer.max_steps=2",
+            "trainer.max_epochs=0",
+            "trainer.max_minutes=0",
+            "trainer.validate_every=0",
+            "trainer.validate_bleu=false",
+            "trainer.early_stopping.metric=loss",
+            "trainer.max_tokens=200",
+            "trainer.device=cpu",
+            "search.max_len_b=5",
+            "search.max_len_a=0.5",
+        ]
+        cfg = compose_train(overrides)
+        assert cfg.paper.bleu > 0 and cfg.paper.table and cfg.paper.metric
+        runs[experiment] = overrides
+    printed = torchrun_many(runs)
+    for experiment in EXPERIMENTS:
+        line = next(x for x in printed.splitlines() if x.startswith(f"ok {experiment} "))
+        steps, scores = line.split(" ", 3)[2:]
+        assert int(steps) == 2 and json.loads(scores)["newstest2014"]["sentences"] == 4

@@ -202,3 +202,16 @@ def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
             for g, b in zip(greedy, translator.translate(de)):
                 g_score = g[0].score / length_penalty(len(g[0].tokens) + 1, alpha)
                 assert b[0].score >= g_score - 1e-4, (alpha, k, translator.detokenize(b[0]))
+
+
+def test_search_settings_come_from_the_checkpoint_unless_given():
+    """nmt-evaluate / nmt-translate decode as the checkpoint's experiment does (Vaswani et al.: beam 4,
+    alpha 0.6, |x| + 50); options given on the command line win; n_best is never taken from the run."""
+    stored = {"beam_size": 4, "length_penalty": 0.6, "max_len_a": 1.0, "max_len_b": 50, "n_best": 4}
+    given = {"beam_size": None, "length_penalty": None, "max_len_a": None, "max_len_b": None, "n_best": 1}
+    assert SearchConfig.from_cfg(given, stored) == SearchConfig(
+        beam_size=4, length_penalty=0.6, max_len_a=1.0, max_len_b=50
+    )
+    given["length_penalty"] = 0.0
+    assert SearchConfig.from_cfg(given, stored).length_penalty == 0.0
+    assert SearchConfig.from_cfg(given, None) == SearchConfig(length_penalty=0.0)  # old checkpoints: defaults

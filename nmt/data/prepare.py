@@ -14,7 +14,7 @@ import numpy as np
 
 from nmt.data.batching import encode_corpus, lengths, rows_within
 from nmt.data.corpus import drop_empty_pairs, load_split
-from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers
+from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers, moses_languages
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def prepare_training_data(data_cfg: Any) -> TrainingData:
     # The datasets fingerprint of a cached corpus follows its files (local) or hub revision; hashing the
     # text itself would cost a full pass over a WMT-size corpus at every start.
     fingerprint = train_raw._fingerprint
-    src_tok, tgt_tok = load_or_train_tokenizers(train_raw, data_cfg.tokenizer, cache_dir, fingerprint)
+    src_tok, tgt_tok = load_or_train_tokenizers(
+        train_raw, data_cfg.tokenizer, cache_dir, fingerprint, moses_languages(data_cfg)
+    )
     key = hashlib.sha256(f"{fingerprint}-{src_tok.digest}-{tgt_tok.digest}".encode()).hexdigest()[:16]
     num_proc = worker_processes(data_cfg, len(train_raw))
     train = encode_corpus(

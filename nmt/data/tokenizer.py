@@ -1,5 +1,8 @@
 """Sentencepiece subword tokenizers: trained on the training split, cached by data and settings.
 
+Word-level set-ups put a Moses tokenization in front (``data.tokenizer.pretokenize: moses``): the
+tokenizer then takes and returns plain text, tokenizing before sentencepiece and detokenizing after.
+
 Every model uses the same special ids: pad 0, unk 1, bos 2, eos 3. A checkpoint stores the serialized
 sentencepiece model(s), so translation needs nothing but the checkpoint file.
 """
@@ -16,17 +19,29 @@ from typing import Any
 
 import datasets
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
+
+from nmt.data.pretokenize import PRETOKENIZERS, MosesPretokenizer
+from nmt.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-class SubwordTokenizer:
-    """A thin wrapper around a sentencepiece model with the project's special ids."""
+def _pretokenized(texts: list[str], pretokenizer: MosesPretokenizer | None) -> list[str]:
+    return [pretokenizer.tokenize(t) for t in texts] if pretokenizer else texts
 
-    def __init__(self, model_proto: bytes):
-        self.model_proto = model_proto
+
+class SubwordTokenizer:
+    """A thin wrapper around a sentencepiece model with the project's special ids, optionally behind a
+    Moses tokenization of one language (``pretokenizer``; see nmt.data.pretokenize)."""
+
+    def __init__(self, model_proto: bytes, moses_lang: str | None = None):
+        self.model_proto, self.moses_lang = model_proto, moses_lang
+        self.pretokenizer = MosesPretokenizer(moses_lang) if moses_lang else None
+        spec = sentencepiece_model_pb2.ModelProto.FromString(model_proto).trainer_spec
+        self.word_level = spec.model_type == sentencepiece_model_pb2.TrainerSpec.WORD
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
             PAD_ID,
@@ -40,17 +55,32 @@ class SubwordTokenizer:
     def __len__(self) -> int:
         return self.sp.get_piece_size()
 
-    def __getstate__(self) -> bytes:  # worker processes receive the model bytes and rebuild the processor
-        return self.model_proto
+    def __getstate__(self) -> tuple[bytes, str | None]:  # worker processes rebuild the processor from these
+        return self.model_proto, self.moses_lang
 
-    def __setstate__(self, proto: bytes) -> None:
-        self.__init__(proto)
+    def __setstate__(self, state: tuple[bytes, str | None]) -> None:
+        self.__init__(*state)
+
+    def for_language(self, moses_lang: str | None) -> SubwordTokenizer:
+        """The same vocabulary behind another language's Moses tokenization (joint vocabularies)."""
+        return self if moses_lang == self.moses_lang else SubwordTokenizer(self.model_proto, moses_lang)
+
+    def pretokenize(self, texts: list[str]) -> list[str]:
+        """The text sentencepiece sees: Moses tokens, or the text itself."""
+        return _pretokenized(texts, self.pretokenizer)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text. A word model maps every word to its id or UNK (sentencepiece itself would
+        merge consecutive unknown words into one UNK: the papers' shortlists give one UNK per word)."""
+        texts = self.pretokenize(texts)
+        if self.word_level:
+            return [[self.sp.piece_to_id("▁" + w) for w in t.split()] for t in texts]
         return self.sp.encode(texts, out_type=int)
 
     def decode(self, ids: list[int]) -> str:
-        return self.sp.decode([i for i in ids if i > EOS_ID or i == UNK_ID])
+        """Detokenized text: sentencepiece pieces joined, then Moses detokenization if it was tokenized."""
+        text = self.sp.decode([i for i in ids if i > EOS_ID or i == UNK_ID])
+        return self.pretokenizer.detokenize(text) if self.pretokenizer else text
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.sp.id_to_piece(i) for i in ids]
@@ -121,32 +151,53 @@ def _cached(cache_dir: Path, key: str, build) -> bytes:
     return proto
 
 
+def moses_languages(data_cfg: Any) -> tuple[str | None, str | None]:
+    """The languages to Moses-tokenize source and target in (None, None without pretokenization)."""
+    pretokenize = str(data_cfg.tokenizer.get("pretokenize") or "none")
+    if pretokenize not in PRETOKENIZERS:
+        raise ConfigError(f"data.tokenizer.pretokenize={pretokenize!r}: use {' or '.join(PRETOKENIZERS)}")
+    return (str(data_cfg.src_lang), str(data_cfg.tgt_lang)) if pretokenize == "moses" else (None, None)
+
+
+def shared_vocabulary(src: SubwordTokenizer, tgt: SubwordTokenizer) -> bool:
+    """One vocabulary on both sides (a joint model, possibly behind two languages' Moses tokenizers)."""
+    return src.model_proto is tgt.model_proto or src.model_proto == tgt.model_proto
+
+
 def load_or_train_tokenizers(
-    train: datasets.Dataset, tok_cfg: Any, cache_dir: str | Path, fingerprint: str | None = None
+    train: datasets.Dataset,
+    tok_cfg: Any,
+    cache_dir: str | Path,
+    fingerprint: str | None = None,
+    moses: tuple[str | None, str | None] = (None, None),
 ) -> tuple[SubwordTokenizer, SubwordTokenizer]:
-    """Source and target tokenizers (the same object when ``tok_cfg.joint``)."""
+    """Source and target tokenizers (the same vocabulary when ``tok_cfg.joint``), trained on the
+    training split as the model will see it (Moses-tokenized in the ``moses`` languages, if given)."""
     cache_dir = Path(cache_dir)
     fingerprint = fingerprint or corpus_fingerprint(train)
     settings = f"{tok_cfg.vocab_size}-{tok_cfg.model_type}-{tok_cfg.character_coverage}-{tok_cfg.input_sentence_size}"
+    if moses != (None, None):
+        settings += f"-moses-{moses[0]}-{moses[1]}"
     limit = int(tok_cfg.input_sentence_size)
+    pre = {column: MosesPretokenizer(lang) if lang else None for column, lang in zip(("src", "tgt"), moses)}
 
     def side(column: str) -> Iterator[str]:
         for batch in train.iter(batch_size=10_000):
-            yield from batch[column]
+            yield from _pretokenized(batch[column], pre[column])
 
     def both() -> Iterator[str]:
         for batch in train.iter(batch_size=10_000):
-            yield from batch["src"]
-            yield from batch["tgt"]
+            yield from _pretokenized(batch["src"], pre["src"])
+            yield from _pretokenized(batch["tgt"], pre["tgt"])
 
     if tok_cfg.joint:
         key = hashlib.sha256(f"{fingerprint}-joint-{settings}".encode()).hexdigest()[:16]
         proto = _cached(cache_dir, key, lambda: _train_sentencepiece(_sample(both(), 2 * limit, 0), tok_cfg))
-        tok = SubwordTokenizer(proto)
-        return tok, tok
+        tok = SubwordTokenizer(proto, moses[0])
+        return tok, tok.for_language(moses[1])
     toks = []
-    for column in ("src", "tgt"):
+    for column, lang in zip(("src", "tgt"), moses):
         key = hashlib.sha256(f"{fingerprint}-{column}-{settings}".encode()).hexdigest()[:16]
         proto = _cached(cache_dir, key, lambda c=column: _train_sentencepiece(_sample(side(c), limit, 0), tok_cfg))
-        toks.append(SubwordTokenizer(proto))
+        toks.append(SubwordTokenizer(proto, lang))
     return toks[0], toks[1]

@@ -18,6 +18,15 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return scores.masked_fill(~mask, NEG_INF).softmax(-1)
 
 
+def uniform_attention(mask: Tensor, steps: int) -> Tensor:
+    """The weights of a model without attention, for dumps: uniform over the real source positions.
+
+    mask: (B, S) True at real tokens -> (B, steps, S) rows of 1 / |x| (0 on padding).
+    """
+    weights = mask.float()[:, None, :].expand(-1, steps, -1)
+    return weights / weights.sum(-1, keepdim=True)
+
+
 class AdditiveAttention(nn.Module):
     """Bahdanau et al. (2014) Eq. 6 / Appendix A.1.2: e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j).
 

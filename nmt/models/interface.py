@@ -66,7 +66,8 @@ class Seq2SeqModel(nn.Module, ABC):
 
     @abstractmethod
     def init_state(self, memory: EncoderOutput) -> Any:
-        """Decoder state before the first target token (batch-first tensors only)."""
+        """Decoder state before the first target token: batch-first tensors (reordered by beam search) and
+        plain values such as a step counter (left as they are)."""
 
     @abstractmethod
     def decode(
@@ -75,7 +76,8 @@ class Seq2SeqModel(nn.Module, ABC):
         """prev_tokens: (B, T) new target-side inputs.
 
         Returns logits (B, T, V), the updated state, and, if ``need_attention``, source attention
-        weights (B, T, S) that sum to 1 over real source positions and are 0 on padding.
+        weights (B, T, S) that are 0 on padding and sum to 1 over real source positions (to at most 1 for
+        Luong's local attention).
         """
 
     def forward(

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from nmt.errors import ConfigError
 from nmt.models import register_model
-from nmt.models.attention import LuongAttention
+from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
+from nmt.models.initialization import initialize, luong_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.rnn_encoder import reverse_padded, run_packed
 
@@ -30,7 +31,7 @@ class LuongAttentionConfig:
     score: str = "general"  # dot | general | concat | location (Eq. 8)
     kind: str = "global"  # global | local_m | local_p (Sec. 3.1-3.2) | none (no attention)
     window: int = 10  # D: local window [p_t - D, p_t + D]; sigma = D / 2
-    max_src_len: int = 128  # location score only: number of source positions W_a can address
+    max_src_len: int = 128  # location score only: number of source positions W_loc can address
 
 
 @dataclass
@@ -42,6 +43,7 @@ class LuongConfig:
     reverse_source: bool = True
     input_feed: bool = True
     attention: LuongAttentionConfig = field(default_factory=LuongAttentionConfig)
+    init: str = "paper"  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
 
 
 @register_model("luong", LuongConfig)
@@ -68,11 +70,10 @@ class LuongNMT(Seq2SeqModel):
         self.attention = (
             None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
         )
-        self.W_c = nn.Linear(2 * h, h, bias=False)
+        # Only built when used: a parameter that never gets a gradient stops DDP at its second step.
+        self.W_c = nn.Linear(2 * h, h, bias=False) if self.attention is not None else None
         self.W_s = nn.Linear(h, tgt_vocab_size)
-        for name, p in self.named_parameters():
-            if "embed" not in name:
-                nn.init.uniform_(p, -0.1, 0.1)  # Sec. 4.1: parameters uniform in [-0.1, 0.1]
+        initialize(self, cfg.init, luong_init)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         tokens = reverse_padded(src, src_lengths) if self.cfg.reverse_source else src
@@ -92,8 +93,7 @@ class LuongNMT(Seq2SeqModel):
     def _attend(self, h_t: Tensor, memory: EncoderOutput, steps: Tensor) -> tuple[Tensor, Tensor]:
         """h~_t = tanh(W_c [c_t; h_t]) (B, T, H) and a_t (B, T, S) for top-layer states h_t (B, T, H)."""
         if self.attention is None:
-            mask = memory.mask.float()[:, None, :].expand(-1, h_t.size(1), -1)
-            return h_t, mask / mask.sum(-1, keepdim=True)
+            return h_t, uniform_attention(memory.mask, h_t.size(1))
         ctx, a_t = self.attention(h_t, memory.extra["keys"], memory.states, memory.mask, memory.extra["lengths"], steps)
         return torch.tanh(self.W_c(torch.cat([ctx, h_t], dim=-1))), a_t
 

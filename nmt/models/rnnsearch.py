@@ -21,14 +21,16 @@ Shared decoder
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from nmt.models import register_model
-from nmt.models.attention import AdditiveAttention
+from nmt.models.attention import AdditiveAttention, uniform_attention
 from nmt.models.dropout import dropout
+from nmt.models.initialization import bahdanau_init, initialize
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.rnn_encoder import run_packed
 
@@ -43,12 +45,11 @@ class RNNSearchConfig:
     maxout_dim: int = 500  # l: size of t_i
     maxout: bool = True
     dropout: float = 0.0  # on embeddings and t_i (not in the paper, which uses none)
+    init: str = "paper"  # paper: App. B.1 (orthogonal recurrent matrices, N(0, 0.01^2), ...) | pytorch: its defaults
 
 
 class GRUDecoderModel(Seq2SeqModel):
     """The shared decoder; subclasses provide ``encode`` and the per-step context."""
-
-    uses_attention: bool = True
 
     def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, context_dim: int):
         super().__init__()
@@ -66,9 +67,9 @@ class GRUDecoderModel(Seq2SeqModel):
     def init_state(self, memory: EncoderOutput) -> dict[str, Tensor]:
         return {"s": memory.extra["s0"]}
 
+    @abstractmethod
     def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
         """c_i (B, C) and the attention weights (B, S) for decoder state s_{i-1} (B, n)."""
-        raise NotImplementedError
 
     def deep_output(self, s: Tensor, emb: Tensor, ctx: Tensor) -> Tensor:
         """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors."""
@@ -102,6 +103,7 @@ class RNNSearch(GRUDecoderModel):
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
         self.W_s = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
+        initialize(self, cfg.init, bahdanau_init)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
@@ -130,6 +132,7 @@ class RNNEncDec(GRUDecoderModel):
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
         self.V = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.V_init = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        initialize(self, cfg.init, bahdanau_init)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
@@ -138,5 +141,4 @@ class RNNEncDec(GRUDecoderModel):
         return EncoderOutput(states, src != self.pad_id, {"c": c, "s0": torch.tanh(self.V_init(c))})
 
     def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
-        mask = memory.mask.float()
-        return memory.extra["c"], mask / mask.sum(-1, keepdim=True)
+        return memory.extra["c"], uniform_attention(memory.mask, 1).squeeze(1)
