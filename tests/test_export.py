@@ -1,0 +1,89 @@
+"""nmt-export: CTranslate2 decodes an exported Transformer as PyTorch does, for every layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import ctranslate2
+import pytest
+import torch
+from conftest import read_pairs, tiny_config
+from omegaconf import OmegaConf
+
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.data.batching import collate
+from nmt.export import export_ctranslate2
+from nmt.models import build_model
+from nmt.search import SearchConfig
+from nmt.train import run
+from nmt.translator import load_translator
+
+
+def _ct2_pieces(translator, lines: list[str]) -> list[list[str]]:
+    return [translator.src_tok.sp.encode(s, out_type=str) + ["</s>"] for s in lines]
+
+
+def test_float32_export_decodes_like_pytorch(tiny_checkpoint, tmp_path):
+    out = export_ctranslate2(str(tiny_checkpoint), tmp_path / "ct2", "float32")
+    assert (out / "model.bin").is_file() and (out / "source.spm.model").is_file()
+    translator, _ = load_translator(str(tiny_checkpoint), SearchConfig(beam_size=1))
+    de, _ = read_pairs("train", 64)
+    ours = [h[0].tokens for h in translator.translate(de)]
+    ct2 = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+    results = ct2.translate_batch(_ct2_pieces(translator, de), beam_size=1, max_decoding_length=100)
+    theirs = [[translator.tgt_tok.sp.piece_to_id(p) for p in r.hypotheses[0]] for r in results]
+    assert theirs == ours  # sentence for sentence
+    translator.search = SearchConfig(beam_size=4, length_penalty=0.0)
+    beam = [h[0].tokens for h in translator.translate(de)]
+    results = ct2.translate_batch(_ct2_pieces(translator, de), beam_size=4, length_penalty=0.0, max_decoding_length=100)
+    same = sum(b == [translator.tgt_tok.sp.piece_to_id(p) for p in r.hypotheses[0]] for b, r in zip(beam, results))
+    assert same >= 0.99 * len(de)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [{"pre_norm": False}, {"pre_norm": True}, {"pre_norm": True, "tie_output": False}],
+    ids=["post-norm", "pre-norm", "pre-norm-untied"],
+)
+def test_every_layout_scores_like_pytorch(layout, tiny_checkpoint, tmp_path):
+    """A random model of each layout, exported: CTranslate2's log-probabilities of the references equal
+    PyTorch's teacher-forced ones (so positions, scaling, fused projections and norms all line up)."""
+    payload = load_checkpoint(tiny_checkpoint)
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path, "transformer", [f"model.{k}={v}" for k, v in layout.items()])
+    torch.manual_seed(0)
+    vocab = payload["model"]["tgt_embed.weight"].size(0)
+    model = build_model(cfg.model, vocab, vocab, shared_vocab=True)
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    save_checkpoint(tmp_path / "random.pt", {**payload, "model": model.state_dict(), "config": config})
+    out = export_ctranslate2(str(tmp_path / "random.pt"), tmp_path / "ct2", "float32")
+    translator, _ = load_translator(str(tmp_path / "random.pt"))
+    de, en = read_pairs("train", 8)
+    src_ids, tgt_ids = translator.src_tok.encode(de), translator.tgt_tok.encode(en)
+    batch = collate(list(range(8)), src_ids, tgt_ids)
+    with torch.no_grad():
+        logits, _ = translator.model.eval()(batch.src, batch.src_lengths, batch.tgt_in)
+    logp = torch.log_softmax(logits.float(), -1).gather(2, batch.tgt_out[..., None]).squeeze(-1)
+    targets = [[translator.tgt_tok.sp.id_to_piece(i) for i in t] for t in tgt_ids]
+    scored = ctranslate2.Translator(str(out), device="cpu").score_batch(_ct2_pieces(translator, de), targets)
+    for i, result in enumerate(scored):
+        expected = logp[i, : len(tgt_ids[i]) + 1]  # the words and EOS
+        torch.testing.assert_close(torch.tensor(result.log_probs), expected, atol=2e-3, rtol=0)
+
+
+def test_rnn_checkpoints_are_refused_in_one_line(tmp_path, tiny_root, cache_dir):
+    run(
+        tiny_config(tiny_root, cache_dir, tmp_path / "run", "rnnsearch", ["trainer.max_steps=1", "data.test_splits=[]"])
+    )
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "nmt-export"),
+            f"checkpoint={tmp_path / 'run' / 'best.pt'}",
+            f"output={tmp_path}/x",
+        ],
+        capture_output=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "CTranslate2 has no RNN decoder" in out.stderr.decode()
