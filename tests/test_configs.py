@@ -1,0 +1,84 @@
+"""Every config composes: the five primary configs, every model / data / trainer option, every experiment
+(and every run of the comparison experiments), and each composed model section is a valid typed config."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nmt.compare import compose_runs
+from nmt.data.corpus import split_names
+from nmt.models import model_config
+from nmt.paths import CONFIG_DIR
+from nmt.search import SearchConfig
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _compose(name: str, overrides: list[str]):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+EXPERIMENTS = _options("experiment")
+COMPARISONS = [e for e in EXPERIMENTS if e.startswith("compare_")]
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("train", []),
+        ("evaluate", ["checkpoint=x.pt"]),
+        ("translate", ["checkpoint=x.pt"]),
+        ("export", ["checkpoint=x.pt", "output=out"]),
+        ("compare", [f"experiment={COMPARISONS[0]}"]),
+    ],
+)
+def test_primary_configs_compose_and_resolve(name, overrides):
+    cfg = _compose(name, overrides)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if "search" in cfg:
+        SearchConfig.from_cfg(cfg.search)
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_every_model_option_is_a_typed_config(model):
+    cfg = _compose("train", [f"model={model}"])
+    arch, typed = model_config(cfg.model)
+    assert arch == cfg.model.arch and typed is not None
+
+
+@pytest.mark.parametrize("data", _options("data"))
+def test_every_data_option_names_its_splits(data):
+    cfg = _compose("train", [f"data={data}"]).data
+    names = split_names(cfg)
+    assert cfg.train_split in names and cfg.valid_split in names
+    assert all(split in names for split in cfg.test_splits)
+    assert set(cfg.hub.splits) <= set(cfg.splits)  # every hub split also has a local file stem
+
+
+@pytest.mark.parametrize("trainer", _options("trainer"))
+def test_every_trainer_option_composes(trainer):
+    cfg = _compose("train", [f"trainer={trainer}"])
+    assert cfg.trainer.loss_norm in ("tokens", "sentences")
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e not in COMPARISONS])
+def test_every_experiment_composes_to_a_valid_model_and_search(experiment):
+    cfg = _compose("train", [f"experiment={experiment}"])
+    model_config(cfg.model)
+    SearchConfig.from_cfg(cfg.search)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+@pytest.mark.parametrize("comparison", COMPARISONS)
+def test_every_run_of_a_comparison_composes(comparison):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("compare", overrides=[f"experiment={comparison}"])
+        specs = compose_runs(cfg)
+    assert [s.name for s in specs] == list(cfg.compare.runs)
+    for spec in specs:
+        model_config(spec.cfg.model)
