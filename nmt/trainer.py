@@ -29,7 +29,6 @@ from tqdm import tqdm
 from nmt.checkpoint import prune_checkpoints, save_checkpoint
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
 from nmt.data.prepare import EvalSet, TrainingData
-from nmt.data.tokenizer import PAD_ID
 from nmt.distributed import DistContext, all_reduce_sum, barrier, broadcast
 from nmt.errors import ConfigError, NmtError
 from nmt.loss import label_smoothed_nll
@@ -93,6 +92,7 @@ class Trainer:
         self.optimizer = build_optimizer(model.parameters(), self.t.optimizer)
         if str(self.t.loss_norm) not in ("tokens", "sentences"):
             raise ConfigError(f"trainer.loss_norm={self.t.loss_norm!r}: use tokens or sentences")
+        self.batch_sentences = self._batch_sentences()
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
             src_lens,
@@ -100,7 +100,7 @@ class Trainer:
             int(self.t.max_tokens),
             shuffle=True,
             seed=int(self.t.seed),
-            max_sentences=self.batch_sentences(),
+            max_sentences=self.batch_sentences,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             rows=data.train_rows,
@@ -122,7 +122,7 @@ class Trainer:
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
 
-    def batch_sentences(self) -> int | None:
+    def _batch_sentences(self) -> int | None:
         """Sentences per micro-batch on this rank: ``trainer.max_sentences`` is the global batch of one
         update (the papers' "mini-batches of 128"), split evenly over ranks and accumulation steps."""
         if not self.t.max_sentences:
@@ -190,7 +190,7 @@ class Trainer:
         if str(self.t.loss_norm) == "sentences":
             count = sum(b.src.size(0) for b in batches)
         else:
-            count = sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)
+            count = sum(b.ntokens for b in batches)
         return float(all_reduce_sum(count, self.ctx))
 
     def train_step(self, batches: list[Batch]) -> tuple[float, int] | None:
@@ -378,15 +378,14 @@ class Trainer:
         log_every, validate_every = int(t.log_every), int(t.validate_every)
         checkpoint_every = int(t.checkpoint_every) or validate_every  # 0: only at the end
         parts = self.ctx.world_size * int(t.accumulate)
+        sentences = self.batch_sentences
         log.info(
             "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step%s",
             int(t.max_tokens),
             self.ctx.world_size,
             int(t.accumulate),
             int(t.max_tokens) * parts,
-            f", at most {self.batch_sentences()} x {parts} = {self.batch_sentences() * parts} sentences"
-            if t.max_sentences
-            else "",
+            f", at most {sentences} x {parts} = {sentences * parts} sentences" if sentences else "",
         )
         window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
         session_start, elapsed_before = time.monotonic(), self.state.elapsed

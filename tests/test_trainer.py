@@ -110,7 +110,7 @@ def test_gradient_is_the_summed_loss_over_the_update_divided_by_its_sentences_or
 
 def test_max_sentences_is_the_global_batch(tiny_root, cache_dir, tmp_path):
     trainer = _trainer(tiny_root, cache_dir, tmp_path, "trainer.max_sentences=8", "trainer.accumulate=2")
-    assert trainer.batch_sentences() == 4
+    assert trainer.batch_sentences == 4
     assert max(len(b) for b in trainer.sampler.epoch_batches(0)) == 4
     with pytest.raises(ConfigError, match=r"trainer.max_sentences=9 .* 1 ranks x trainer.accumulate=2.*multiple of 2"):
         _trainer(tiny_root, cache_dir, tmp_path, "trainer.max_sentences=9", "trainer.accumulate=2")

@@ -29,12 +29,17 @@ SOURCES = ("auto", "local", "hub")
 BOM = "\ufeff"
 
 
+def _hub_splits(data_cfg: Any) -> dict[str, str]:
+    """Split name -> hub split name (empty for a dataset config without a ``hub`` block)."""
+    return data_cfg.get("hub", {}).get("splits", {})
+
+
 def split_names(data_cfg: Any) -> list[str]:
     """All split names the dataset config knows, in config order."""
     if data_cfg.source == "hub":
         return list(data_cfg.hub.splits)
     if data_cfg.source == "auto":
-        return list(dict.fromkeys([*data_cfg.splits, *data_cfg.get("hub", {}).get("splits", {})]))
+        return list(dict.fromkeys([*data_cfg.splits, *_hub_splits(data_cfg)]))
     return list(data_cfg.splits)
 
 
@@ -55,7 +60,7 @@ def local_split_paths(data_cfg: Any, split: str) -> tuple[Path, Path]:
 def _decode(raw: bytes, path: str, lineno: int) -> str:
     try:
         text = raw.decode("utf-8")
-        return (text[1:] if lineno == 1 and text.startswith(BOM) else text).strip()
+        return (text.removeprefix(BOM) if lineno == 1 else text).strip()
     except UnicodeDecodeError as e:
         raise DataError(
             f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start}); "
@@ -146,7 +151,7 @@ def split_source(data_cfg: Any, split: str) -> str:
     if data_cfg.source != "auto":
         return data_cfg.source
     local = split in data_cfg.splits and all(p.is_file() for p in local_split_paths(data_cfg, split))
-    chosen = "local" if local or split not in data_cfg.get("hub", {}).get("splits", {}) else "hub"
+    chosen = "local" if local or split not in _hub_splits(data_cfg) else "hub"
     where = Path(data_cfg.root) / data_cfg.local_dir if chosen == "local" else f"hub dataset {data_cfg.hub.path}"
     log.info("data.source=auto: split '%s' of %s from %s", split, data_cfg.name, where)
     return chosen

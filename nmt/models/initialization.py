@@ -42,18 +42,15 @@ def _zero_padding_rows(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def bahdanau_init(model: nn.Module, attention_prefixes: tuple[str, ...] = ("attention.",)) -> None:
+def bahdanau_init(model: nn.Module) -> None:
     """Bahdanau et al. (2014) App. B.1 on an RNNsearch / RNNencdec built by nmt.models.rnnsearch."""
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        in_attention = name.startswith(attention_prefixes)
-        if leaf.startswith("bias"):
+        if leaf.startswith("bias") or name == "attention.v_a.weight":
             nn.init.zeros_(p)
         elif leaf.startswith("weight_hh"):  # GRU / GRUCell recurrent matrices
             _orthogonal_gates(p)
-        elif in_attention and ".v_a." in f".{name}":
-            nn.init.zeros_(p)
-        elif in_attention:  # W_a, U_a
+        elif name.startswith("attention."):  # W_a, U_a
             nn.init.normal_(p, 0.0, 0.001)
         else:
             nn.init.normal_(p, 0.0, 0.01)
