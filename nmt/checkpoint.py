@@ -86,33 +86,39 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights of several checkpoints (Vaswani et al. 2017, Sec. 6.1)."""
+def averaged_checkpoint(paths: list[Path]) -> dict[str, Any]:
+    """The first checkpoint (config, tokenizers) with the element-wise mean of all their model weights
+    (Vaswani et al. 2017, Sec. 6.1); read one at a time, so only one optimizer state is in memory."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
+    first: dict[str, Any] = {}
     for path in paths:
-        weights = load_checkpoint(path)["model"]
-        for k, v in weights.items():
+        payload = load_checkpoint(path)
+        first = first or {k: v for k, v in payload.items() if k not in ("optimizer", "rng")}
+        for k, v in payload["model"].items():
             total[k] = total[k] + v.double() if k in total else v.double()
-    return {k: (v / len(paths)).to(torch.float32) for k, v in total.items()}
+        del payload
+    return {**first, "model": {k: (v / len(paths)).to(torch.float32) for k, v in total.items()}}
 
 
-def evaluation_weights(run_dir: str | Path, which: str, average_last: int = 5) -> tuple[str, dict[str, torch.Tensor]]:
-    """The model weights a run is evaluated with (``eval.checkpoint``) and a label saying which.
+def evaluation_checkpoint(run_dir: str | Path, which: str, average_last: int = 5) -> tuple[str, dict[str, Any]]:
+    """The checkpoint a run is evaluated with (``eval.checkpoint``) and a label saying which.
 
     ``best``: best.pt (the newest step checkpoint if the run never validated); ``last``: the newest
-    step checkpoint; ``average``: the mean of the newest ``average_last`` step checkpoints.
+    step checkpoint; ``average``: the newest step checkpoint's config with the mean of the model weights
+    of the newest ``average_last`` ones. The payload keeps the config and tokenizers, so it alone
+    makes a Translator.
     """
     if which not in ("best", "last", "average"):
         raise CheckpointError(f"eval.checkpoint={which!r}: use best, last or average")
     run_dir = Path(run_dir)
     if which == "best" and (run_dir / "best.pt").is_file():
-        return "best.pt", load_checkpoint(run_dir / "best.pt")["model"]
+        return "best.pt", load_checkpoint(run_dir / "best.pt")
     steps = step_checkpoints(run_dir)
     if not steps:
         raise CheckpointError(f"{run_dir} has no ckpt_<step>.pt checkpoint to evaluate")
     if which == "average":
         chosen = steps[:average_last]
-        return f"average of {', '.join(p.name for p in chosen)}", average_weights(chosen)
-    return steps[0].name, load_checkpoint(steps[0])["model"]
+        return f"average of {', '.join(p.name for p in chosen)}", averaged_checkpoint(chosen)
+    return steps[0].name, load_checkpoint(steps[0])

@@ -17,27 +17,23 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
+from nmt.checkpoint import evaluation_checkpoint, latest_checkpoint
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
 from nmt.report import DecodedRun, write_report
-from nmt.train import comparable_config
-from nmt.translator import Translator, load_translator
+from nmt.run_config import computed_settings
+from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
-
-# Trainer options that change where or how fast a run computes, not what it computes.
-_RUNTIME_KEYS = ("device", "threads", "num_workers")
 
 
 @dataclass
@@ -77,12 +73,6 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
     return specs
 
 
-def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a training config that decide what a run computes."""
-    trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
-    return {**comparable_config(cfg), "trainer": trainer}
-
-
 def is_finished(spec: RunSpec) -> bool:
     """True if the run directory holds a finished run (results.json) of exactly this config."""
     if not (spec.run_dir / "results.json").is_file():
@@ -91,7 +81,7 @@ def is_finished(spec: RunSpec) -> bool:
     if found is None:
         return False
     saved = yaml.safe_load(found[1]["config"])
-    return _settings(saved) == _settings(OmegaConf.to_container(spec.cfg, resolve=True))
+    return computed_settings(saved) == computed_settings(OmegaConf.to_container(spec.cfg, resolve=True))
 
 
 def train_run(spec: RunSpec) -> None:
@@ -107,14 +97,9 @@ def train_run(spec: RunSpec) -> None:
 
 def load_run_translator(spec: RunSpec, device: str) -> Translator:
     """The weights ``eval.checkpoint`` selects (best / last / average), ready to decode."""
-    steps = step_checkpoints(spec.run_dir)
-    if not steps:
-        raise NmtError(f"run {spec.name!r} has no checkpoint in {spec.run_dir}")
     eval_cfg = spec.cfg.eval
-    _, weights = evaluation_weights(spec.run_dir, str(eval_cfg.checkpoint), int(eval_cfg.average_last))
-    translator, _ = load_translator(str(steps[0]), spec.cfg.search, device, int(spec.cfg.trainer.eval_max_tokens))
-    translator.model.load_state_dict(weights)
-    return translator
+    _, payload = evaluation_checkpoint(spec.run_dir, str(eval_cfg.checkpoint), int(eval_cfg.average_last))
+    return Translator.from_payload(payload, spec.cfg.search, device, int(spec.cfg.trainer.eval_max_tokens))
 
 
 def heatmap_rows(sources: list[str], count: int, max_words: int) -> list[int]:
@@ -126,7 +111,7 @@ def decode_run(spec: RunSpec, split: str, device: str, c: DictConfig) -> Decoded
     """Translate ``split`` with the run's model and search settings; attention for a few sentences."""
     translator = load_run_translator(spec, device)
     eval_set = load_eval_set(spec.cfg.data, split, translator.src_tok, translator.tgt_tok)
-    hyps = translator.translate_text(eval_set.sources)
+    hyps = translator.translate(eval_set.sources)
     examples = []
     if translator.model.has_attention and c.heatmaps > 0:
         rows = heatmap_rows(eval_set.sources, int(c.heatmaps), int(c.heatmap_max_words))

@@ -33,7 +33,7 @@ from nmt.data.tokenizer import shared_vocabulary
 from nmt.errors import ConfigError
 from nmt.models.transformer import MultiHeadAttention, Transformer
 from nmt.paths import CONFIG_DIR
-from nmt.translator import Translator, load_translator
+from nmt.translator import Translator
 
 QUANTIZATIONS = ("float32", "int8", "int16", "int8_float32", "float16", "int8_float16", "bfloat16")
 
@@ -124,7 +124,8 @@ def export_ctranslate2(checkpoint: str, output: str | Path, quantization: str = 
     """Write the CTranslate2 directory for ``checkpoint``: the model, the sentencepiece model(s), the config."""
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization={quantization}: use one of {', '.join(QUANTIZATIONS)}")
-    translator, cfg = load_translator(checkpoint, device="cpu")
+    translator = Translator.from_checkpoint(checkpoint, device="cpu")
+    cfg = translator.config
     if not isinstance(translator.model, Transformer):
         raise ConfigError(
             f"{checkpoint} holds a {cfg['model']['arch']} model: CTranslate2 has no RNN decoder, "

@@ -19,13 +19,15 @@ import os
 import platform
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from nmt.errors import ConfigError
 from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
 
@@ -97,12 +99,26 @@ def _p_value(p: float | None) -> str:
     return "baseline" if p is None else (f"{p:.4f}" + (" *" if p < 0.05 else ""))
 
 
+def shared_setting(runs: list[DecodedRun], what: str, value: Callable[[DecodedRun], Any]) -> Any:
+    """The one value of a setting every run of a report must share (its table has one column for it)."""
+    values = {run.name: value(run) for run in runs}
+    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+        listed = "; ".join(f"{name}: {v}" for name, v in values.items())
+        raise ConfigError(
+            f"the runs of one report must share {what}, but they differ ({listed}); set it in compare.common"
+        )
+    return next(iter(values.values()))
+
+
 def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split: str, command: str) -> list[dict]:
     """Score every run, test it against the baseline, write tables and figures; returns the rows."""
+    tokenize = shared_setting(runs, "eval.tokenize", lambda r: str(r.cfg.eval.tokenize))
+    search = shared_setting(runs, "the search settings", lambda r: OmegaConf.to_container(r.cfg.search))
+    checkpoint = shared_setting(runs, "eval.checkpoint", lambda r: str(r.cfg.eval.checkpoint))
+    tgt_lang = shared_setting(runs, "data.tgt_lang", lambda r: str(r.cfg.data.tgt_lang))
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "hyps").mkdir(exist_ok=True)
     refs, sources = runs[0].references, runs[0].sources
-    tokenize = str(runs[0].cfg.eval.tokenize)
     significance, bs_signature = paired_bootstrap(
         {r.name: r.hypotheses for r in runs}, refs, str(c.baseline), int(c.bootstrap_samples), tokenize
     )
@@ -116,7 +132,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         score = scores[run.name] = corpus_scores(run.hypotheses, refs, tokenize)
         sig = significance[run.name]
         paper = run.cfg.get("paper")
-        tok_bleu = tokenized_bleu(run.hypotheses, refs, str(run.cfg.data.tgt_lang)) if c.tokenized_bleu else None
+        tok_bleu = tokenized_bleu(run.hypotheses, refs, tgt_lang) if c.tokenized_bleu else None
         rows.append(
             {
                 "model": run.name,
@@ -148,12 +164,12 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         "split": split,
         "sentences": len(refs),
         "baseline": str(c.baseline),
-        "search": dict(runs[0].cfg.search),
-        "checkpoint": str(runs[0].cfg.eval.checkpoint),
+        "search": search,
+        "checkpoint": checkpoint,
         "bleu_signature": first.bleu_signature,
         "chrf_signature": first.chrf_signature,
         "bootstrap_signature": bs_signature,
-        "tokenized_bleu": tokenized_bleu_label(str(runs[0].cfg.data.tgt_lang)) if c.tokenized_bleu else None,
+        "tokenized_bleu": tokenized_bleu_label(tgt_lang) if c.tokenized_bleu else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
     }
     plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)

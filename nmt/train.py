@@ -9,6 +9,7 @@ the default); ``resume=false`` refuses to touch a run directory that already has
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -20,44 +21,21 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.checkpoint import evaluation_weights, latest_checkpoint, step_checkpoints
+from nmt.checkpoint import evaluation_checkpoint, latest_checkpoint, step_checkpoints
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
-from nmt.data.tokenizer import shared_vocabulary
+from nmt.data.tokenizer import checkpoint_tokenizers, shared_vocabulary
 from nmt.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.errors import ConfigError
-from nmt.evaluate import evaluate_set, print_score
 from nmt.models import build_model
 from nmt.paths import CONFIG_DIR
+from nmt.run_config import comparable_config
+from nmt.scoring import evaluate_set, print_score
 from nmt.search import SearchConfig
 from nmt.trainer import Trainer
-from nmt.translator import Translator, pick_device
+from nmt.translator import pick_device
 
 log = logging.getLogger(__name__)
-
-# Sections of the config that must match for a checkpoint to be continued, and the data options inside
-# them that only say where or how fast this machine reads the data.
-_RESUME_KEYS = ("model", "data")
-MACHINE_DATA_KEYS = ("root", "cache_dir", "num_proc")
-
-
-def tokenizer_payload(data: TrainingData) -> dict[str, torch.Tensor]:
-    """Serialized sentencepiece model(s) as uint8 tensors (loadable with weights_only=True)."""
-
-    def as_tensor(proto: bytes) -> torch.Tensor:
-        return torch.frombuffer(bytearray(proto), dtype=torch.uint8)
-
-    toks = {"src": as_tensor(data.src_tok.model_proto)}
-    if not shared_vocabulary(data.src_tok, data.tgt_tok):
-        toks["tgt"] = as_tensor(data.tgt_tok.model_proto)
-    return toks
-
-
-def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model and data sections without the options that only say where this machine keeps the data."""
-    out = {k: cfg.get(k) for k in _RESUME_KEYS}
-    out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in MACHINE_DATA_KEYS}
-    return out
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -85,23 +63,15 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict[str, Any]] 
 
 def final_model(cfg: DictConfig, run_dir: Path, trainer: Trainer) -> str:
     """Load the weights to evaluate (``eval.checkpoint``: best, last or average) into the model."""
-    which, weights = evaluation_weights(run_dir, str(cfg.eval.checkpoint), int(cfg.eval.average_last))
-    trainer.model.load_state_dict(weights)
+    which, payload = evaluation_checkpoint(run_dir, str(cfg.eval.checkpoint), int(cfg.eval.average_last))
+    trainer.model.load_state_dict(payload["model"])
     return which
 
 
 def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict[str, Any]:
     """Score every ``data.test_splits`` entry with beam search; returns the results summary."""
     which = final_model(cfg, run_dir, trainer)
-    data = trainer.data
-    translator = Translator(
-        trainer.model,
-        data.src_tok,
-        data.tgt_tok,
-        SearchConfig.from_cfg(cfg.search),
-        int(cfg.trainer.eval_max_tokens),
-        device=trainer.device,
-    )
+    translator = dataclasses.replace(trainer.translator, search=SearchConfig.from_cfg(cfg.search))
     results: dict[str, Any] = {
         "checkpoint": which,
         "steps": trainer.state.step,
@@ -110,7 +80,7 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
     }
     print(f"evaluating {which} with {translator.search.describe()}")
     for split in cfg.data.test_splits:
-        eval_set = load_eval_set(cfg.data, split, data.src_tok, data.tgt_tok)
+        eval_set = load_eval_set(cfg.data, split, translator.src_tok, translator.tgt_tok)
         score = evaluate_set(translator, eval_set, run_dir / "eval", str(cfg.eval.tokenize))
         print_score(split, score)
         results["test"][split] = score.to_dict()
@@ -155,7 +125,8 @@ def train_and_evaluate(cfg: DictConfig, ctx: DistContext) -> dict[str, Any]:
     device = pick_device(str(cfg.trainer.device))
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    extra = {"config": OmegaConf.to_yaml(cfg, resolve=True), "tokenizers": tokenizer_payload(data)}
+    tokenizers = checkpoint_tokenizers(data.src_tok, data.tgt_tok)
+    extra = {"config": OmegaConf.to_yaml(cfg, resolve=True), "tokenizers": tokenizers}
     trainer = Trainer(cfg, model, data, run_dir, device, extra, ctx)
     if start is not None:
         trainer.restore(start[1])

@@ -1,7 +1,7 @@
 """``nmt-translate``: translate text with a checkpoint, streaming, one output line per input line.
 
     echo "Ein Hund läuft im Schnee." | nmt-translate checkpoint=runs/quickstart/best.pt
-    nmt-translate checkpoint=runs/quickstart/best.pt input=news.de output=news.en beam_size=5
+    nmt-translate checkpoint=runs/quickstart/best.pt input=news.de output=news.en search.beam_size=5
 
 Input is read ``chunk_lines`` lines at a time, so files of any size stream in bounded memory. Empty
 input lines give empty output lines. With ``search.n_best=N`` each input line yields N lines
@@ -23,7 +23,7 @@ from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.corpus import BOM
 from nmt.errors import DataError
 from nmt.paths import CONFIG_DIR
-from nmt.translator import Translator, load_translator, search_origin
+from nmt.translator import Translator, search_origin
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: s
     n_best = translator.search.n_best
     count = 0
     for first, lines in read_chunks(src, name, chunk_lines):
-        for offset, hyps in enumerate(translator.translate(lines)):
+        for offset, hyps in enumerate(translator.translate_nbest(lines)):
             if n_best == 1:
                 out.write(_one_line(translator.detokenize(hyps[0])) + "\n")
             else:
@@ -75,7 +75,7 @@ def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: s
 @report_user_errors("nmt-translate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator, _ = load_translator(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:
         if cfg.input == "-":

@@ -1,39 +1,104 @@
 """Translate many sentences with one model: length-sorted token batches, original order restored.
 
-Validation, ``nmt-evaluate`` and ``nmt-translate`` all decode through :class:`Translator`, so every
-entry point returns exactly one output per input, in input order. Empty inputs translate to empty
-outputs without touching the model. Sources longer than ``max_src_len`` subwords are cut to that length
-before decoding (the output line is still produced) and counted in ``truncated``.
+Validation, ``nmt-evaluate``, ``nmt-translate``, ``nmt-compare`` and the Python API all decode through
+:class:`Translator`, so every entry point returns exactly one output per input, in input order. Empty
+inputs translate to empty outputs without touching the model. Sources longer than the model can encode
+(``max_src_len`` subwords, from the model's position limit) are cut to that length before decoding (the
+output line is still produced) and counted in ``truncated``.
+
+Two ways to make one: ``Translator(model, src_tok, tgt_tok, search)`` around a model in memory (the
+trainer's), or :meth:`Translator.from_checkpoint` / :meth:`Translator.from_payload` from a checkpoint,
+which holds the config, the tokenizers and the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from omegaconf import OmegaConf
 
 from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import TokenBatchSampler, collate
-from nmt.data.tokenizer import SubwordTokenizer, moses_languages, shared_vocabulary
+from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_from_checkpoint
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` selects CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @dataclass
 class Translator:
+    """A model with its tokenizers and search settings; ``config`` is the training config it came with."""
+
     model: Seq2SeqModel
     src_tok: SubwordTokenizer
     tgt_tok: SubwordTokenizer
     search: SearchConfig = field(default_factory=SearchConfig)
-    max_tokens: int = 4096
-    max_src_len: int = 1022
+    max_tokens: int = 4096  # padded source tokens x beam rows per decoding batch
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    truncated: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    truncated: int = 0  # inputs cut to max_src_len so far
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: Mapping[str, Any],
+        search: SearchConfig | Mapping[str, Any] | None = None,
+        device: str | torch.device = "auto",
+        max_tokens: int = 4096,
+    ) -> Translator:
+        """A ready Translator from a checkpoint's contents (config, tokenizers, ``model`` weights).
+
+        ``search``: a SearchConfig is used as given; otherwise the settings are those the checkpoint's own
+        experiment decodes with (e.g. Vaswani et al.'s beam 4, alpha 0.6, |x| + 50), with every non-null
+        option of the ``search`` mapping taking precedence.
+        """
+        cfg = yaml.safe_load(payload["config"])
+        src_tok, tgt_tok = tokenizers_from_checkpoint(payload, cfg["data"])
+        model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=shared_vocabulary(src_tok, tgt_tok))
+        model.load_state_dict(payload["model"])
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        model.to(dev).eval()
+        settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
+        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        search: SearchConfig | Mapping[str, Any] | None = None,
+        device: str | torch.device = "auto",
+        max_tokens: int = 4096,
+        **search_options: Any,
+    ) -> Translator:
+        """Load a checkpoint file once, ready to translate::
+
+            translator = Translator.from_checkpoint("runs/quickstart/best.pt", beam_size=5)
+            translator.translate(["Ein Hund läuft im Schnee."])
+
+        ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
+        merged over ``search`` (see :meth:`from_payload`).
+        """
+        if search_options:
+            base = {} if search is None else dict(vars(search) if isinstance(search, SearchConfig) else search)
+            search = {**base, **search_options}
+        return cls.from_payload(load_checkpoint(path), search, device, max_tokens)
+
+    @property
+    def max_src_len(self) -> int | None:
+        """Longest source (in subwords, before the EOS the batch adds) the model can encode; None: no limit."""
+        limit = self.model.max_positions
+        return None if limit is None else limit - 1
 
     def translate_ids(self, src_ids: list[list[int]]) -> list[list[Hypothesis]]:
         """n-best hypotheses for each token-id source, in input order (empty source -> empty hypothesis)."""
@@ -41,12 +106,13 @@ class Translator:
         todo = [i for i, s in enumerate(src_ids) if s]
         if not todo:
             return results
+        limit = self.max_src_len
         clipped = []
         for i in todo:
             s = src_ids[i]
-            if len(s) > self.max_src_len:
+            if limit is not None and len(s) > limit:
                 self.truncated += 1
-                s = s[: self.max_src_len]
+                s = s[:limit]
             clipped.append(s)
         lens = np.array([len(s) for s in clipped])
         # Beam search holds beam_size rows per sentence: budget the batch by that.
@@ -64,56 +130,16 @@ class Translator:
             self.model.train(was_training)
         return results
 
-    def translate(self, lines: list[str]) -> list[list[Hypothesis]]:
-        """n-best hypotheses for raw text lines, in order."""
+    def translate_nbest(self, lines: list[str]) -> list[list[Hypothesis]]:
+        """The ``search.n_best`` hypotheses (token ids, score, attention if asked for) of each raw text line."""
         return self.translate_ids(self.src_tok.encode([line.strip() for line in lines]))
 
     def detokenize(self, hyp: Hypothesis) -> str:
         return self.tgt_tok.decode(hyp.tokens)
 
-    def translate_text(self, lines: list[str]) -> list[str]:
-        """Best detokenized translation of each line."""
-        return [self.detokenize(h[0]) for h in self.translate(lines)]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` selects CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def tokenizers_from_checkpoint(
-    payload: dict[str, Any], data_cfg: dict[str, Any]
-) -> tuple[SubwordTokenizer, SubwordTokenizer]:
-    """The sentencepiece model(s) stored in the checkpoint, behind the run's Moses stage if it had one."""
-    toks = payload["tokenizers"]
-    src_lang, tgt_lang = moses_languages(OmegaConf.create(data_cfg))
-    src = SubwordTokenizer(bytes(toks["src"].numpy().tobytes()), src_lang)
-    if "tgt" not in toks:
-        return src, src.for_language(tgt_lang)
-    return src, SubwordTokenizer(bytes(toks["tgt"].numpy().tobytes()), tgt_lang)
-
-
-def load_translator(
-    path: str, search: SearchConfig | Mapping[str, Any] | None = None, device: str = "auto", max_tokens: int = 4096
-) -> tuple[Translator, dict]:
-    """A ready Translator from a checkpoint file alone, plus the training config stored in it.
-
-    ``search``: a SearchConfig is used as given; otherwise the settings are those the checkpoint's own
-    experiment decodes with (e.g. Vaswani et al.'s beam 4, alpha 0.6, |x| + 50), with every non-null
-    option of the ``search`` mapping taking precedence.
-    """
-    payload = load_checkpoint(path)
-    cfg = yaml.safe_load(payload["config"])
-    src_tok, tgt_tok = tokenizers_from_checkpoint(payload, cfg["data"])
-    model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=shared_vocabulary(src_tok, tgt_tok))
-    model.load_state_dict(payload["model"])
-    dev = pick_device(device)
-    model.to(dev).eval()
-    max_src = int(cfg["model"].get("max_positions", 1024)) - 2
-    settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
-    return Translator(model, src_tok, tgt_tok, settings, max_tokens, max_src, dev), cfg
+    def translate(self, lines: list[str]) -> list[str]:
+        """The best detokenized translation of each line, in order."""
+        return [self.detokenize(h[0]) for h in self.translate_nbest(lines)]
 
 
 def search_origin(search: Mapping[str, Any] | None) -> str:

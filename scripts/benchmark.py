@@ -40,7 +40,7 @@ from nmt.models import build_model
 from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
-from nmt.translator import Translator, load_translator
+from nmt.translator import Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 
@@ -187,7 +187,7 @@ def bench_decoding(translator: Translator, test, n_sent: int, label: str, repeat
         for beam in times:
             translator.search = SearchConfig(beam_size=beam, length_penalty=alpha)
             start = time.perf_counter()
-            hyps = translator.translate(sources)
+            hyps = translator.translate_nbest(sources)
             times[beam].append(time.perf_counter() - start)
             tokens = sum(len(h[0].tokens) + 1 for h in hyps)
             out[f"beam{beam}_bleu"] = round(
@@ -242,7 +242,7 @@ def main() -> None:
 
     test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
     if args.checkpoint:
-        translator, _ = load_translator(args.checkpoint)
+        translator = Translator.from_checkpoint(args.checkpoint)
         label = Path(args.checkpoint).name
         results["decoding"].append(bench_decoding(translator, test, n_sent, label, args.repeats, args.length_penalty))
         print(json.dumps(results["decoding"][-1]), flush=True)

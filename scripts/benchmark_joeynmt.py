@@ -30,13 +30,13 @@ from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from nmt.data.prepare import load_eval_set, prepare_training_data
 from nmt.metrics import corpus_bleu
 from nmt.paths import CONFIG_DIR
 from nmt.report import training_rates
-from nmt.translator import load_translator
+from nmt.run_config import data_config_for
+from nmt.translator import Translator
 
 BEAM, ALPHA = 5, 1.0
 # Decoding batch sizes (tokens) tried with both toolkits; each toolkit is compared at its faster one
@@ -180,11 +180,11 @@ def train_ours(work: Path, data_root: Path, steps: int) -> None:
 
 def decode_ours(work: Path, data_root: Path, tokens: int) -> dict:
     search = {"beam_size": BEAM, "length_penalty": ALPHA}
-    translator, cfg = load_translator(str(work / "nmt_model" / "best.pt"), search, "cpu", tokens)
-    data_cfg = OmegaConf.create({**cfg["data"], "root": str(data_root)})
+    translator = Translator.from_checkpoint(str(work / "nmt_model" / "best.pt"), search, "cpu", tokens)
+    data_cfg = data_config_for(translator.config, str(data_root))
     eval_set = load_eval_set(data_cfg, "test2016", translator.src_tok, translator.tgt_tok)
     start = time.perf_counter()
-    hyps = translator.translate_text(eval_set.sources)
+    hyps = translator.translate(eval_set.sources)
     seconds = time.perf_counter() - start
     out = work / f"nmt_hyps_{tokens}.test"
     out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")

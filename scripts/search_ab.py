@@ -23,11 +23,11 @@ import numpy as np
 from nmt import translator as translator_module
 from nmt.cli import setup_cpu
 from nmt.data.prepare import load_eval_set
-from nmt.evaluate import data_config_for
 from nmt.metrics import corpus_scores
 from nmt.paths import REPO_ROOT, data_root
+from nmt.run_config import data_config_for
 from nmt.search import SearchConfig, generate
-from nmt.translator import load_translator
+from nmt.translator import Translator
 
 
 def search_at(revision: str):
@@ -57,8 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     setup_cpu(0)
     baseline = search_at(args.baseline)
-    translator, train_cfg = load_translator(args.checkpoint, max_tokens=args.max_tokens)
-    test = load_eval_set(data_config_for(train_cfg, data_root()), args.split, translator.src_tok, translator.tgt_tok)
+    translator = Translator.from_checkpoint(args.checkpoint, max_tokens=args.max_tokens)
+    test = load_eval_set(
+        data_config_for(translator.config, data_root()), args.split, translator.src_tok, translator.tgt_tok
+    )
     searches = {f"baseline {args.baseline}": baseline.generate, "this tree": generate}
     rows = []
     for beam in args.beams:
@@ -69,7 +71,7 @@ def main() -> None:
                 translator_module.generate = search
                 translator.search = SearchConfig(beam_size=beam, length_penalty=args.length_penalty)
                 start = time.perf_counter()
-                hyps = translator.translate_text(test.sources)
+                hyps = translator.translate(test.sources)
                 times[name].append(time.perf_counter() - start)
                 bleu[name] = corpus_scores(hyps, test.references).bleu
         for name in searches:

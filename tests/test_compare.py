@@ -130,3 +130,23 @@ def test_unknown_baseline_is_refused(tiny_root: Path, cache_dir: Path, tmp_path:
         cfg.compare.baseline = "rnnsearch"
         with pytest.raises(ConfigError, match="compare.baseline='rnnsearch' is not one of compare.runs"):
             compose_runs(cfg)
+
+
+def test_report_refuses_runs_that_do_not_share_search_or_tokenization() -> None:
+    """The report has one search / BLEU-tokenization line for the whole table: runs must agree on it."""
+    from omegaconf import OmegaConf
+
+    from nmt.report import DecodedRun, shared_setting
+
+    def run(name: str, beam: int, tokenize: str) -> DecodedRun:
+        cfg = OmegaConf.create({"search": {"beam_size": beam}, "eval": {"tokenize": tokenize}})
+        return DecodedRun(name, cfg, [], [], [], [])
+
+    same = [run("a", 5, "13a"), run("b", 5, "13a")]
+    assert shared_setting(same, "search", lambda r: OmegaConf.to_container(r.cfg.search)) == {"beam_size": 5}
+    with pytest.raises(
+        ConfigError, match=r"must share the search settings.*a: \{'beam_size': 5\}; b: \{'beam_size': 4\}"
+    ):
+        shared_setting([run("a", 5, "13a"), run("b", 4, "13a")], "the search settings", lambda r: dict(r.cfg.search))
+    with pytest.raises(ConfigError, match="must share eval.tokenize"):
+        shared_setting([run("a", 5, "13a"), run("b", 5, "intl")], "eval.tokenize", lambda r: r.cfg.eval.tokenize)

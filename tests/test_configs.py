@@ -1,4 +1,4 @@
-"""Every config composes: the five primary configs, every model / data / trainer option, every experiment
+"""Every config composes: the five primary configs, every model / data / trainer / search option, every experiment
 (and every run of the comparison experiments), and each composed model section is a valid typed config."""
 
 from __future__ import annotations
@@ -64,6 +64,20 @@ def test_every_data_option_names_its_splits(data):
 def test_every_trainer_option_composes(trainer):
     cfg = _compose("train", [f"trainer={trainer}"])
     assert cfg.trainer.loss_norm in ("tokens", "sentences")
+
+
+@pytest.mark.parametrize("search", _options("search"))
+@pytest.mark.parametrize("name", ["train", "evaluate", "translate"])
+def test_every_search_option_composes_for_every_decoding_entry_point(search, name):
+    """One search group serves nmt-train, nmt-evaluate and nmt-translate; each option composes in each."""
+    cfg = _compose(name, [f"search={search}"] + ([] if name == "train" else ["checkpoint=x.pt"]))
+    assert set(cfg.search) == set(SearchConfig.STORED) | {"n_best"}
+    stored = {"beam_size": 4, "length_penalty": 0.6, "max_len_a": 1.0, "max_len_b": 50}
+    settings = SearchConfig.from_cfg(cfg.search, stored)
+    if search == "checkpoint":  # every null option takes the checkpoint's value
+        assert (settings.beam_size, settings.max_len_b) == (4, 50)
+    else:
+        assert (settings.beam_size, settings.max_len_b) == (cfg.search.beam_size, cfg.search.max_len_b)
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e not in COMPARISONS])

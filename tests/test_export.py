@@ -18,7 +18,7 @@ from nmt.export import export_ctranslate2
 from nmt.models import build_model
 from nmt.search import SearchConfig
 from nmt.train import run
-from nmt.translator import load_translator
+from nmt.translator import Translator
 
 
 def _ct2_pieces(translator, lines: list[str]) -> list[list[str]]:
@@ -28,15 +28,15 @@ def _ct2_pieces(translator, lines: list[str]) -> list[list[str]]:
 def test_float32_export_decodes_like_pytorch(tiny_checkpoint, tmp_path):
     out = export_ctranslate2(str(tiny_checkpoint), tmp_path / "ct2", "float32")
     assert (out / "model.bin").is_file() and (out / "source.spm.model").is_file()
-    translator, _ = load_translator(str(tiny_checkpoint), SearchConfig(beam_size=1))
+    translator = Translator.from_checkpoint(str(tiny_checkpoint), SearchConfig(beam_size=1))
     de, _ = read_pairs("train", 64)
-    ours = [h[0].tokens for h in translator.translate(de)]
+    ours = [h[0].tokens for h in translator.translate_nbest(de)]
     ct2 = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
     results = ct2.translate_batch(_ct2_pieces(translator, de), beam_size=1, max_decoding_length=100)
     theirs = [[translator.tgt_tok.sp.piece_to_id(p) for p in r.hypotheses[0]] for r in results]
     assert theirs == ours  # sentence for sentence
     translator.search = SearchConfig(beam_size=4, length_penalty=0.0)
-    beam = [h[0].tokens for h in translator.translate(de)]
+    beam = [h[0].tokens for h in translator.translate_nbest(de)]
     results = ct2.translate_batch(_ct2_pieces(translator, de), beam_size=4, length_penalty=0.0, max_decoding_length=100)
     same = sum(b == [translator.tgt_tok.sp.piece_to_id(p) for p in r.hypotheses[0]] for b, r in zip(beam, results))
     assert same >= 0.99 * len(de)
@@ -58,7 +58,7 @@ def test_every_layout_scores_like_pytorch(layout, tiny_checkpoint, tmp_path):
     config = OmegaConf.to_yaml(cfg, resolve=True)
     save_checkpoint(tmp_path / "random.pt", {**payload, "model": model.state_dict(), "config": config})
     out = export_ctranslate2(str(tmp_path / "random.pt"), tmp_path / "ct2", "float32")
-    translator, _ = load_translator(str(tmp_path / "random.pt"))
+    translator = Translator.from_checkpoint(str(tmp_path / "random.pt"))
     de, en = read_pairs("train", 8)
     src_ids, tgt_ids = translator.src_tok.encode(de), translator.tgt_tok.encode(en)
     batch = collate(list(range(8)), src_ids, tgt_ids)

@@ -13,7 +13,7 @@ from conftest import tiny_config
 from nmt.data.batching import collate
 from nmt.search import SearchConfig, generate
 from nmt.train import run
-from nmt.translator import load_translator
+from nmt.translator import Translator
 
 VARIANTS = {
     "transformer": [],
@@ -53,7 +53,7 @@ def test_memorises_training_pairs(trained):
 @pytest.mark.parametrize("beam", [1, 4])
 def test_alone_equals_in_padded_batch(trained, beam, tiny_root):
     name, run_dir, _ = trained
-    translator, _ = load_translator(str(run_dir / "best.pt"), SearchConfig(beam_size=beam))
+    translator = Translator.from_checkpoint(str(run_dir / "best.pt"), SearchConfig(beam_size=beam))
     from conftest import read_pairs
 
     de, _ = read_pairs("train", 16)
@@ -70,7 +70,7 @@ def test_alone_equals_in_padded_batch(trained, beam, tiny_root):
 
 def test_attention_sums_to_one_and_ignores_padding(trained):
     name, run_dir, _ = trained
-    translator, cfg = load_translator(str(run_dir / "best.pt"), SearchConfig(beam_size=1, need_attention=True))
+    translator = Translator.from_checkpoint(str(run_dir / "best.pt"), SearchConfig(beam_size=1, need_attention=True))
     from conftest import read_pairs
 
     de, en = read_pairs("train", 8)
@@ -85,6 +85,6 @@ def test_attention_sums_to_one_and_ignores_padding(trained):
         assert torch.all(sums <= 1 + 1e-5) and torch.all(sums > 0)
     else:
         torch.testing.assert_close(sums, torch.ones_like(sums))
-    hyps = translator.translate(de)
+    hyps = translator.translate_nbest(de)
     for h, ids in zip(hyps, src_ids):
         assert h[0].attention.shape == (len(h[0].tokens) + 1, len(ids) + 1)

@@ -69,22 +69,22 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tiny_root, cache_dir, 
     ("which", "label", "value"),
     [("best", "best.pt", 10.0), ("last", "ckpt_30.pt", 3.0), ("average", "average of ckpt_30.pt, ckpt_20.pt", 2.5)],
 )
-def test_evaluation_weights_follow_eval_checkpoint(tmp_path, which, label, value):
+def test_evaluation_checkpoint_follow_eval_checkpoint(tmp_path, which, label, value):
     """nmt-train's final evaluation and nmt-compare both evaluate the weights this one helper picks."""
-    from nmt.checkpoint import evaluation_weights, save_checkpoint
+    from nmt.checkpoint import evaluation_checkpoint, save_checkpoint
 
     for step, w in [(10, 1.0), (20, 2.0), (30, 3.0)]:
         save_checkpoint(tmp_path / f"ckpt_{step}.pt", {"model": {"w": torch.full((2,), w)}})
     save_checkpoint(tmp_path / "best.pt", {"model": {"w": torch.full((2,), 10.0)}})
-    got_label, weights = evaluation_weights(tmp_path, which, average_last=2)
-    assert got_label == label and weights["w"].tolist() == [value, value]
+    got_label, payload = evaluation_checkpoint(tmp_path, which, average_last=2)
+    assert got_label == label and payload["model"]["w"].tolist() == [value, value]
 
 
-def test_evaluation_weights_without_checkpoints_or_with_a_bad_choice_say_so(tmp_path):
-    from nmt.checkpoint import evaluation_weights
+def test_evaluation_checkpoint_without_checkpoints_or_with_a_bad_choice_say_so(tmp_path):
+    from nmt.checkpoint import evaluation_checkpoint
     from nmt.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="no ckpt_<step>.pt checkpoint"):
-        evaluation_weights(tmp_path, "last")
+        evaluation_checkpoint(tmp_path, "last")
     with pytest.raises(CheckpointError, match="eval.checkpoint='newest': use best, last or average"):
-        evaluation_weights(tmp_path, "newest")
+        evaluation_checkpoint(tmp_path, "newest")

@@ -13,7 +13,7 @@ from nmt.data.batching import collate, pad_sequences
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
-from nmt.translator import load_translator
+from nmt.translator import Translator
 
 MODEL = {"arch": "transformer", "d_model": 32, "ff_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1}
 
@@ -186,9 +186,9 @@ def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
     hypothesis scores at least as well as the greedy one under the same (length-normalised) scoring."""
     from conftest import read_pairs
 
-    translator, _ = load_translator(str(tiny_checkpoint), SearchConfig(beam_size=1))
+    translator = Translator.from_checkpoint(str(tiny_checkpoint), SearchConfig(beam_size=1))
     de, en = read_pairs("train", 64)
-    greedy = translator.translate(de)
+    greedy = translator.translate_nbest(de)
     assert [translator.detokenize(h[0]) for h in greedy] == en  # memorised
     # ... with a margin that no CPU's float rounding can flip, so tests may compare its output strings
     batch = collate(list(range(64)), translator.src_tok.encode(de), translator.tgt_tok.encode(en))
@@ -199,7 +199,7 @@ def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
     for alpha in (0.0, 0.6, 1.0):
         for k in range(2, 6):
             translator.search = SearchConfig(beam_size=k, length_penalty=alpha)
-            for g, b in zip(greedy, translator.translate(de)):
+            for g, b in zip(greedy, translator.translate_nbest(de)):
                 g_score = g[0].score / length_penalty(len(g[0].tokens) + 1, alpha)
                 assert b[0].score >= g_score - 1e-4, (alpha, k, translator.detokenize(b[0]))
 

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from nmt.search import SearchConfig
 from nmt.translate import translate_stream
-from nmt.translator import load_translator
+from nmt.translator import Translator
 
 
 @pytest.fixture(scope="module")
 def translator(tiny_checkpoint):
-    return load_translator(str(tiny_checkpoint), SearchConfig(beam_size=1))[0]
+    return Translator.from_checkpoint(str(tiny_checkpoint), SearchConfig(beam_size=1))
 
 
 # Any text except the line terminator itself: control characters, other scripts, emoji, \r, U+2028 ...

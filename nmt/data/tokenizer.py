@@ -19,6 +19,8 @@ from typing import Any
 
 import datasets
 import sentencepiece as spm
+import torch
+from omegaconf import OmegaConf
 from sentencepiece import sentencepiece_model_pb2
 
 from nmt.data.pretokenize import PRETOKENIZERS, MosesPretokenizer
@@ -162,6 +164,29 @@ def moses_languages(data_cfg: Any) -> tuple[str | None, str | None]:
 def shared_vocabulary(src: SubwordTokenizer, tgt: SubwordTokenizer) -> bool:
     """One vocabulary on both sides (a joint model, possibly behind two languages' Moses tokenizers)."""
     return src.model_proto is tgt.model_proto or src.model_proto == tgt.model_proto
+
+
+def checkpoint_tokenizers(src: SubwordTokenizer, tgt: SubwordTokenizer) -> dict[str, torch.Tensor]:
+    """The sentencepiece model(s) as uint8 tensors for a checkpoint (loadable with weights_only=True);
+    ``tgt`` only when the vocabularies differ. :func:`tokenizers_from_checkpoint` reads them back."""
+
+    def as_tensor(proto: bytes) -> torch.Tensor:
+        return torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+
+    toks = {"src": as_tensor(src.model_proto)}
+    if not shared_vocabulary(src, tgt):
+        toks["tgt"] = as_tensor(tgt.model_proto)
+    return toks
+
+
+def tokenizers_from_checkpoint(payload: dict[str, Any], data_cfg: Any) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The tokenizers :func:`checkpoint_tokenizers` stored, behind the run's Moses stage if it had one."""
+    toks = payload["tokenizers"]
+    src_lang, tgt_lang = moses_languages(OmegaConf.create(data_cfg))
+    src = SubwordTokenizer(bytes(toks["src"].numpy().tobytes()), src_lang)
+    if "tgt" not in toks:
+        return src, src.for_language(tgt_lang)
+    return src, SubwordTokenizer(bytes(toks["tgt"].numpy().tobytes()), tgt_lang)
 
 
 def load_or_train_tokenizers(
