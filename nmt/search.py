@@ -68,6 +68,12 @@ class SearchConfig:
             )
         return cfg
 
+    def output_limits(self, src_lengths: Tensor, max_positions: int | None = None) -> Tensor:
+        """(B,) output length limits a * |src| + b (EOS included; |src| counts the source EOS), within the
+        decoder's position limit."""
+        limit = (self.max_len_a * src_lengths.float() + self.max_len_b).long().clamp(min=1)
+        return limit.clamp(max=max_positions) if max_positions else limit
+
     def describe(self) -> str:
         search = "greedy" if self.beam_size == 1 else f"beam {self.beam_size}"
         return (
@@ -82,9 +88,7 @@ def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
 
 
 def _max_lengths(model: Seq2SeqModel, src_lengths: Tensor, cfg: SearchConfig) -> Tensor:
-    """Per-sentence output limit a * |src| + b (EOS included), within the decoder's position limit."""
-    limit = (cfg.max_len_a * src_lengths.float() + cfg.max_len_b).long().clamp(min=1)
-    return limit.clamp(max=model.max_positions) if model.max_positions else limit
+    return cfg.output_limits(src_lengths, model.max_positions)
 
 
 def _best_tokens(logits: Tensor, width: int, must_end: Tensor) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,9 @@
 
     echo "Ein Hund läuft im Schnee." | nmt-translate checkpoint=runs/quickstart/best.pt
     nmt-translate checkpoint=runs/quickstart/best.pt input=news.de output=news.en search.beam_size=5
+    nmt-translate checkpoint=runs/quickstart/best.pt input=news.de attention=news.attention.jsonl
+    nmt-translate checkpoint=exported/quickstart input=news.de                # a CTranslate2 export
+    nmt-translate "checkpoint=[a/best.pt,b/best.pt]" input=news.de            # an ensemble
 
 Input is read ``chunk_lines`` lines at a time, so files of any size stream in bounded memory. Empty
 input lines give empty output lines. With ``search.n_best=N`` each input line yields N lines
@@ -10,6 +13,7 @@ input lines give empty output lines. With ``search.n_best=N`` each input line yi
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -55,17 +59,23 @@ def _one_line(text: str) -> str:
     return " ".join(parts) if len(parts) > 1 or text != (parts[0] if parts else "") else text
 
 
-def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: str, chunk_lines: int) -> int:
-    """Translate ``src`` into ``out``; returns the number of input lines."""
+def translate_stream(
+    translator: Translator, src: BinaryIO, out: TextIO, name: str, chunk_lines: int, attention: TextIO | None = None
+) -> int:
+    """Translate ``src`` into ``out``; returns the number of input lines. With ``attention``, also write one
+    JSON line per output line there: its input line number, rank in the n-best, source and output subwords,
+    and the (output x source) attention matrix (null for a model without attention)."""
     n_best = translator.search.n_best
     count = 0
     for first, lines in read_chunks(src, name, chunk_lines):
-        for offset, hyps in enumerate(translator.translate_nbest(lines)):
-            if n_best == 1:
-                out.write(_one_line(translator.detokenize(hyps[0])) + "\n")
-            else:
-                for h in hyps:
-                    out.write(f"{first + offset}\t{h.score:.4f}\t{_one_line(translator.detokenize(h))}\n")
+        src_ids = translator.src_tok.encode([line.strip() for line in lines])
+        for offset, (ids, hyps) in enumerate(zip(src_ids, translator.translate_ids(src_ids))):
+            for rank, h in enumerate(hyps[:n_best]):
+                text = _one_line(translator.detokenize(h))
+                out.write(text + "\n" if n_best == 1 else f"{first + offset}\t{h.score:.4f}\t{text}\n")
+                if attention is not None:
+                    record = {"line": first + offset, "rank": rank, **translator.alignment(ids, h)}
+                    attention.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
         count += len(lines)
     return count
@@ -75,7 +85,8 @@ def translate_stream(translator: Translator, src: BinaryIO, out: TextIO, name: s
 @report_user_errors("nmt-translate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    search = {**cfg.search, "need_attention": True} if cfg.attention else cfg.search
+    translator = Translator.from_checkpoint(cfg.checkpoint, search, cfg.device, int(cfg.max_tokens))
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:
         if cfg.input == "-":
@@ -86,7 +97,8 @@ def main(cfg: DictConfig) -> None:
             except OSError as e:
                 raise DataError(f"cannot read input={cfg.input}: {e.strerror}") from None
         out = sys.stdout if cfg.output == "-" else stack.enter_context(open(cfg.output, "w", encoding="utf-8"))
-        n = translate_stream(translator, src, out, name, int(cfg.chunk_lines))
+        att = stack.enter_context(open(cfg.attention, "w", encoding="utf-8")) if cfg.attention else None
+        n = translate_stream(translator, src, out, name, int(cfg.chunk_lines), att)
     if translator.truncated:
         log.warning(
             "%d input lines were longer than %d subwords and were cut to that length before translating",

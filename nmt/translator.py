@@ -13,7 +13,7 @@ which holds the config, the tokenizers and the weights.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ import yaml
 from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_from_checkpoint
+from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
+from nmt.models.ensemble import Ensemble
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
@@ -75,24 +77,45 @@ class Translator:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        path: str | Path | Sequence[str | Path],
         search: SearchConfig | Mapping[str, Any] | None = None,
         device: str | torch.device = "auto",
         max_tokens: int = 4096,
         **search_options: Any,
     ) -> Translator:
-        """Load a checkpoint file once, ready to translate::
+        """Load once, ready to translate::
 
             translator = Translator.from_checkpoint("runs/quickstart/best.pt", beam_size=5)
             translator.translate(["Ein Hund läuft im Schnee."])
 
-        ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
-        merged over ``search`` (see :meth:`from_payload`).
+        ``path``: a checkpoint file, a list of them (an ensemble: the mean of their log-probabilities,
+        decoded with the first one's settings), or a directory written by ``nmt-export`` (decoded by
+        CTranslate2). ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best,
+        need_attention) are merged over ``search`` (see :meth:`from_payload`).
         """
         if search_options:
             base = {} if search is None else dict(vars(search) if isinstance(search, SearchConfig) else search)
             search = {**base, **search_options}
-        return cls.from_payload(load_checkpoint(path), search, device, max_tokens)
+        paths = [path] if isinstance(path, str | Path) else list(path)
+        if not paths:
+            raise ConfigError("checkpoint=[]: give a checkpoint file, a list of them, or an nmt-export directory")
+        from nmt.ctranslate2_translator import CTranslate2Translator, is_ctranslate2_dir
+
+        if len(paths) == 1 and is_ctranslate2_dir(paths[0]):
+            return CTranslate2Translator.from_directory(paths[0], search, str(device), max_tokens)
+        payloads = [load_checkpoint(p) for p in paths]
+        for p, other in zip(paths[1:], payloads[1:]):
+            if not _same_tokenizers(payloads[0]["tokenizers"], other["tokenizers"]):
+                raise ConfigError(
+                    f"an ensemble's checkpoints must share their vocabularies, but {p} and {paths[0]} do not: "
+                    "ensemble runs trained on the same data with the same data.tokenizer settings"
+                )
+        members = [cls.from_payload(payload, search, device, max_tokens) for payload in payloads]
+        if len(members) == 1:
+            return members[0]
+        first = members[0]
+        model = Ensemble([m.model for m in members])
+        return cls(model, first.src_tok, first.tgt_tok, first.search, max_tokens, first.device, first.config)
 
     @property
     def max_src_len(self) -> int | None:
@@ -117,22 +140,39 @@ class Translator:
         lens = np.array([len(s) for s in clipped])
         # Beam search holds beam_size rows per sentence: budget the batch by that.
         budget = max(self.max_tokens // max(self.search.beam_size, 1), 1)
-        sampler = TokenBatchSampler(lens, lens, budget, shuffle=False)
+        for rows in TokenBatchSampler(lens, lens, budget, shuffle=False):
+            for r, h in zip(rows, self.decode_batch([clipped[r] for r in rows])):
+                results[todo[r]] = h
+        return results
+
+    def decode_batch(self, src_ids: list[list[int]]) -> list[list[Hypothesis]]:
+        """The n-best of one batch of non-empty, length-limited sources (greedy or beam search)."""
+        batch = collate(range(len(src_ids)), src_ids, None).to(self.device)
         was_training = self.model.training
         self.model.eval()
         try:
-            for rows in sampler:
-                batch = collate(rows, [clipped[r] for r in rows], None).to(self.device)
-                hyps = generate(self.model, batch.src, batch.src_lengths, self.search)
-                for r, h in zip(rows, hyps):
-                    results[todo[r]] = h
+            return generate(self.model, batch.src, batch.src_lengths, self.search)
         finally:
             self.model.train(was_training)
-        return results
 
     def translate_nbest(self, lines: list[str]) -> list[list[Hypothesis]]:
         """The ``search.n_best`` hypotheses (token ids, score, attention if asked for) of each raw text line."""
         return self.translate_ids(self.src_tok.encode([line.strip() for line in lines]))
+
+    @property
+    def has_attention(self) -> bool:
+        """False for models whose attention weights are a placeholder (the no-attention RNN baseline)."""
+        return self.model.has_attention
+
+    def alignment(self, src_ids: list[int], hyp: Hypothesis) -> dict[str, Any]:
+        """A hypothesis' attention as plain data: source and output subwords (each ending in ``</s>``) and
+        the (output, source) weight matrix, or None where the model has no attention or none was kept."""
+        weights = hyp.attention if self.has_attention and hyp.attention is not None else None
+        return {
+            "source": self.src_tok.pieces(src_ids[: self.max_src_len]) + ["</s>"] if src_ids else [],
+            "output": self.tgt_tok.pieces(hyp.tokens) + ["</s>"] if src_ids else [],
+            "attention": None if weights is None else [[round(float(w), 4) for w in row] for row in weights],
+        }
 
     def detokenize(self, hyp: Hypothesis) -> str:
         return self.tgt_tok.decode(hyp.tokens)
@@ -140,6 +180,11 @@ class Translator:
     def translate(self, lines: list[str]) -> list[str]:
         """The best detokenized translation of each line, in order."""
         return [self.detokenize(h[0]) for h in self.translate_nbest(lines)]
+
+
+def _same_tokenizers(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    """The sentencepiece model(s) two checkpoints store are byte for byte the same."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def search_origin(search: Mapping[str, Any] | None) -> str:

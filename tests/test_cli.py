@@ -107,6 +107,46 @@ def test_command_line_search_options_override_the_checkpoint(tiny_checkpoint, ti
     ) in out.stdout.decode()
 
 
+def test_evaluate_scores_any_parallel_files(tiny_checkpoint, tmp_path):
+    de, en = read_pairs("train", 10)
+    (tmp_path / "news.de").write_text("".join(s + "\n" for s in de), encoding="utf-8")
+    (tmp_path / "news.en").write_text("".join(s + "\n" for s in en), encoding="utf-8")
+    args = [f"checkpoint={tiny_checkpoint}", f"output_dir={tmp_path / 'eval'}"]
+    out = cli("nmt-evaluate", *args, f"source={tmp_path / 'news.de'}", f"reference={tmp_path / 'news.en'}")
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    assert "news.de: BLEU = 100.00" in text and "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a" in text
+    assert (tmp_path / "eval" / "news.de.hyp").read_text(encoding="utf-8").splitlines() == en
+    (tmp_path / "short.en").write_text("".join(s + "\n" for s in en[:9]), encoding="utf-8")
+    out = cli("nmt-evaluate", *args, f"source={tmp_path / 'news.de'}", f"reference={tmp_path / 'short.en'}")
+    assert out.returncode == 2
+    assert "news.de has 10 lines but" in out.stderr.decode() and "short.en has 9" in out.stderr.decode()
+    out = cli("nmt-evaluate", *args, f"source={tmp_path / 'news.de'}")
+    assert out.returncode == 2 and "give both source=FILE and reference=FILE" in out.stderr.decode()
+    out = cli("nmt-evaluate", *args, f"source={tmp_path / 'nope.de'}", f"reference={tmp_path / 'news.en'}")
+    assert out.returncode == 2 and "nope.de: no such file" in out.stderr.decode()
+
+
+def test_translate_writes_attention_as_json_lines(tiny_checkpoint, tmp_path):
+    import json
+
+    de, en = read_pairs("train", 3)
+    att = tmp_path / "att.jsonl"
+    out = cli(
+        "nmt-translate", f"checkpoint={tiny_checkpoint}", f"attention={att}", stdin=f"{de[0]}\n\n{de[1]}\n".encode()
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split("\n") == [en[0], "", en[1], ""]
+    records = [json.loads(line) for line in att.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3]
+    assert records[1] == {"line": 2, "rank": 0, "source": [], "output": [], "attention": None}
+    for r in (records[0], records[2]):
+        assert r["source"][-1] == r["output"][-1] == "</s>"
+        matrix = torch.tensor(r["attention"])
+        assert matrix.shape == (len(r["output"]), len(r["source"]))
+        torch.testing.assert_close(matrix.sum(-1), torch.ones(len(r["output"])), atol=1e-3, rtol=0)
+
+
 def test_corrupt_checkpoint_is_reported(tiny_checkpoint, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(tiny_checkpoint.read_bytes()[:5000])

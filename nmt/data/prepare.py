@@ -13,8 +13,9 @@ import datasets
 import numpy as np
 
 from nmt.data.batching import encode_corpus, lengths, rows_within
-from nmt.data.corpus import drop_empty_pairs, load_split
+from nmt.data.corpus import drop_empty_pairs, load_split, read_parallel_files
 from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers, moses_languages
+from nmt.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,19 @@ def load_eval_set(data_cfg: Any, split: str, src_tok: SubwordTokenizer, tgt_tok:
     """Load and encode an evaluation split without filtering, dropping or reordering anything."""
     raw = load_split(data_cfg, split)
     return EvalSet(split, encode_corpus(raw, src_tok, tgt_tok), raw["src"], raw["tgt"])
+
+
+def eval_set_from_files(
+    source: str | Path, reference: str | Path, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer
+) -> EvalSet:
+    """Any parallel pair of files a user brings (e.g. ../shared/data/wmt14/newstest2014.de / .en), every
+    line kept in order; named after the source file."""
+    for what, path in (("source", source), ("reference", reference)):
+        if not Path(path).is_file():
+            raise DataError(f"{what}={path}: no such file; give a text file with one segment per line")
+    sources, references = read_parallel_files(Path(source), Path(reference))
+    raw = datasets.Dataset.from_dict({"src": sources, "tgt": references})
+    return EvalSet(Path(source).name, encode_corpus(raw, src_tok, tgt_tok), sources, references)
 
 
 def worker_processes(data_cfg: Any, rows: int) -> int | None:

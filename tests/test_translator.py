@@ -1,0 +1,76 @@
+"""The Python API (``from nmt import Translator``): load once, translate strings, n-best, attention, ensembles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import read_pairs
+
+from nmt import Translator
+from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.errors import ConfigError
+from nmt.models.ensemble import Ensemble
+
+
+def test_translate_returns_strings_in_order(tiny_checkpoint):
+    translator = Translator.from_checkpoint(tiny_checkpoint, beam_size=2, device="cpu")
+    de, en = read_pairs("train", 12)
+    assert translator.search.beam_size == 2
+    assert translator.translate([de[3], "", de[0], "   ", de[7]]) == [en[3], "", en[0], "", en[7]]
+    assert translator.config["model"]["arch"] == "transformer"
+
+
+def test_nbest_with_scores_and_attention(tiny_checkpoint):
+    translator = Translator.from_checkpoint(tiny_checkpoint, beam_size=4, n_best=3, need_attention=True)
+    de, en = read_pairs("train", 6)
+    for line, ref, nbest in zip(de, en, translator.translate_nbest(de)):
+        assert len(nbest) == 3 and translator.detokenize(nbest[0]) == ref
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        src_len = len(translator.src_tok.encode([line])[0]) + 1  # with EOS
+        for h in nbest:
+            assert h.attention.shape == (len(h.tokens) + 1, src_len)
+            torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens) + 1))
+        record = translator.alignment(translator.src_tok.encode([line])[0], nbest[0])
+        assert record["source"][-1] == "</s>" and len(record["source"]) == src_len
+        assert len(record["attention"]) == len(record["output"]) == len(nbest[0].tokens) + 1
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_ensemble_of_a_checkpoint_with_itself_equals_that_checkpoint(tiny_checkpoint, beam):
+    de, _ = read_pairs("train", 64)
+    single = Translator.from_checkpoint(tiny_checkpoint, beam_size=beam, length_penalty=0.6)
+    pair = Translator.from_checkpoint([tiny_checkpoint, tiny_checkpoint], beam_size=beam, length_penalty=0.6)
+    assert isinstance(pair.model, Ensemble) and len(pair.model.models) == 2
+    assert pair.model.max_positions == single.model.max_positions
+    ones, twos = single.translate_nbest(de), pair.translate_nbest(de)
+    assert [h[0].tokens for h in twos] == [h[0].tokens for h in ones]
+    assert [h[0].score for h in twos] == pytest.approx([h[0].score for h in ones], abs=1e-4)
+
+
+def test_ensemble_of_different_models_averages_their_log_probabilities(tiny_checkpoint, tmp_path):
+    """A member with perturbed weights changes the ensemble's distribution to the mean of the two."""
+    payload = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(0)
+    noisy = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    save_checkpoint(tmp_path / "noisy.pt", {**payload, "model": noisy})
+    a, b = (Translator.from_checkpoint(p) for p in (tiny_checkpoint, tmp_path / "noisy.pt"))
+    pair = Translator.from_checkpoint([tiny_checkpoint, tmp_path / "noisy.pt"])
+    src = torch.tensor([a.src_tok.encode(read_pairs("train", 1)[0])[0] + [3]])
+    prev = torch.tensor([[2]])
+
+    def logp(t: Translator) -> torch.Tensor:
+        memory = t.model.encode(src, torch.tensor([src.size(1)]))
+        logits, _, _ = t.model.decode(prev, memory, t.model.init_state(memory))
+        return torch.log_softmax(logits.float(), -1)
+
+    with torch.no_grad():
+        torch.testing.assert_close(logp(pair), (logp(a) + logp(b)) / 2)
+
+
+def test_ensemble_of_checkpoints_with_other_vocabularies_is_refused(tiny_checkpoint, tmp_path):
+    payload = load_checkpoint(tiny_checkpoint)
+    other = payload["tokenizers"]["src"].clone()
+    other[-1] ^= 1  # another sentencepiece model
+    save_checkpoint(tmp_path / "other.pt", {**payload, "tokenizers": {"src": other}})
+    with pytest.raises(ConfigError, match="must share their vocabularies.*other.pt"):
+        Translator.from_checkpoint([tiny_checkpoint, tmp_path / "other.pt"])
