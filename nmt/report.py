@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import platform
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.errors import ConfigError
 from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
-
-_RATE = re.compile(r"tgt tok/s (\d+)")
+from nmt.trainer import TRAIN_LOG
 
 
 @dataclass
@@ -46,19 +44,23 @@ class DecodedRun:
     attention: list[AttentionExample]
 
 
-def training_rates(log_text: str) -> list[int]:
-    """The target tokens/s of every training-speed line of an nmt-train log."""
-    return [int(m.group(1)) for m in _RATE.finditer(log_text)]
+def training_rates(run_dir: Path) -> list[float]:
+    """The target tokens/s of every log window of an nmt-train run, from its ``train_log.jsonl``
+    (none if the run logged no window); a resumed run's windows are all there, in order."""
+    log_file = Path(run_dir) / TRAIN_LOG
+    if not log_file.is_file():
+        return []
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    return [float(json.loads(line)["tgt_tokens_per_s"]) for line in lines if line.strip()]
 
 
 def training_record(run_dir: Path) -> dict[str, Any]:
-    """Parameters, steps and time from results.json, validations from metrics.json, and the median of
-    the training-speed lines of train.log (the median ignores the windows that include a validation)."""
+    """Parameters, steps and time from results.json, validations from metrics.json, and the median
+    training speed of the log windows (the median ignores the windows that include a validation)."""
     results = json.loads((run_dir / "results.json").read_text())
     metrics_file = run_dir / "metrics.json"
     history = json.loads(metrics_file.read_text()) if metrics_file.is_file() else []
-    log_file = run_dir / "train.log"
-    rates = training_rates(log_file.read_text()) if log_file.is_file() else []
+    rates = training_rates(run_dir)
     bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
     return {
         "parameters": results["parameters"],
@@ -215,7 +217,7 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
         f"- 95% confidence intervals and p-values: sacrebleu paired bootstrap resampling against "
         f"**{meta['baseline']}**, `{meta['bootstrap_signature']}`; * marks p < 0.05.",
         "- valid BLEU: the best greedy-decoding validation BLEU during training (it selects best.pt).",
-        "- tgt tok/s: median of the training-speed log lines (target tokens per second).",
+        "- tgt tok/s: median of the training log windows (target tokens per second, `train_log.jsonl`).",
     ]
     if meta["tokenized_bleu"]:
         lines.append(f"- † {meta['tokenized_bleu']}.")

@@ -131,7 +131,7 @@ def train_and_evaluate(cfg: DictConfig, ctx: DistContext) -> dict[str, Any]:
     if start is not None:
         trainer.restore(start[1])
     state = trainer.train()
-    if state.stop_reason and state.stop_reason.startswith("interrupted"):
+    if state.interrupted:
         if ctx.is_main:
             print(f"{state.stop_reason}: checkpoint saved at step {state.step}; rerun the same command to resume")
         raise SystemExit(130)

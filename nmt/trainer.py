@@ -3,7 +3,9 @@
 One Trainer serves every architecture through the shared model interface. Everything that decides
 what happens next (step, epoch, batch position inside the epoch, best score, patience, skipped steps,
 elapsed time, RNG states, optimizer moments) is in the checkpoint, so a resumed run continues the run it
-came from; the learning rate is a pure function of the step.
+came from; the learning rate is a pure function of the step. Every log window (trainer.log_every steps)
+is also one JSON line of ``train_log.jsonl`` in the run directory (fairseq's json log format), which
+reports read the training speed from.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import math
 import random
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -45,21 +48,58 @@ class TrainingDiverged(NmtError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 
+class Metric(NamedTuple):
+    """A validation metric: the validation record's field that holds it, and which way is better."""
+
+    key: str
+    higher_is_better: bool
+
+
+# trainer.early_stopping.metric -> how to read and compare it; selects best.pt and drives patience.
+METRICS: dict[str, Metric] = {
+    "bleu": Metric("valid_bleu", higher_is_better=True),
+    "loss": Metric("valid_loss", higher_is_better=False),
+    "ppl": Metric("valid_ppl", higher_is_better=False),
+}
+
+TRAIN_LOG = "train_log.jsonl"  # the run directory's log windows, one JSON object per line (rank 0's tokens)
+
+
+class Stop(NamedTuple):
+    """Why training stops; ``interrupted`` (by a signal) means the run is unfinished and resumable."""
+
+    reason: str
+    interrupted: bool = False
+
+
 @dataclass
 class TrainState:
     """Counters that make a run resumable; saved in every checkpoint."""
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the epoch consumed by whole updates (see Trainer._updates)
     elapsed: float = 0.0  # training seconds, summed over all sessions of the run
-    best_score: float | None = None
+    best_score: float | None = None  # the best validation value of trainer.early_stopping.metric
     best_step: int = 0
     bad_validations: int = 0  # validations since the best one (early-stopping patience)
     skipped_steps: int = 0
     consecutive_bad: int = 0
     stop_reason: str | None = None
+    interrupted: bool = False  # stopped by a signal: rerun to resume (absent from older checkpoints)
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Window:
+    """What the steps since the last log line trained on, and when the window began."""
+
+    nll: float = 0.0
+    tokens: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, nll: float, tokens: int) -> None:
+        self.nll, self.tokens = self.nll + nll, self.tokens + tokens
 
 
 class Trainer:
@@ -75,10 +115,12 @@ class Trainer:
         checkpoint_extra: dict[str, Any],
         dist_ctx: DistContext | None = None,
     ):
-        self.cfg, self.t = cfg, cfg.trainer
-        if self.t.early_stopping.metric not in ("bleu", "loss", "ppl"):
-            raise ConfigError(f"trainer.early_stopping.metric={self.t.early_stopping.metric!r}: use bleu, loss or ppl")
-        if self.t.early_stopping.metric == "bleu" and not self.t.validate_bleu:
+        self.cfg, self.tcfg = cfg, cfg.trainer  # the trainer section: this loop's options
+        metric = str(self.tcfg.early_stopping.metric)
+        if metric not in METRICS:
+            raise ConfigError(f"trainer.early_stopping.metric={metric!r}: use {', '.join(METRICS)}")
+        self.metric = METRICS[metric]
+        if metric == "bleu" and not self.tcfg.validate_bleu:
             raise ConfigError(
                 "trainer.early_stopping.metric=bleu needs trainer.validate_bleu=true (or choose metric=loss)"
             )
@@ -89,24 +131,24 @@ class Trainer:
         if self.ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = build_optimizer(model.parameters(), self.t.optimizer)
-        if str(self.t.loss_norm) not in ("tokens", "sentences"):
-            raise ConfigError(f"trainer.loss_norm={self.t.loss_norm!r}: use tokens or sentences")
+        self.optimizer = build_optimizer(model.parameters(), self.tcfg.optimizer)
+        if str(self.tcfg.loss_norm) not in ("tokens", "sentences"):
+            raise ConfigError(f"trainer.loss_norm={self.tcfg.loss_norm!r}: use tokens or sentences")
         self.batch_sentences = self._batch_sentences()
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
             src_lens,
             tgt_lens,
-            int(self.t.max_tokens),
+            int(self.tcfg.max_tokens),
             shuffle=True,
-            seed=int(self.t.seed),
+            seed=int(self.tcfg.seed),
             max_sentences=self.batch_sentences,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             rows=data.train_rows,
         )
         self.state = TrainState()
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.t.amp))
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.tcfg.amp))
         if device.type != "cuda":
             self.autocast_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
@@ -115,23 +157,27 @@ class Trainer:
             data.src_tok,
             data.tgt_tok,
             # the run's own search settings (length limit, penalty), at the validation beam width
-            SearchConfig.from_cfg({"beam_size": int(self.t.valid_beam)}, cfg.search),
-            max_tokens=int(self.t.eval_max_tokens),
+            SearchConfig.from_cfg({"beam_size": int(self.tcfg.valid_beam)}, cfg.search),
+            max_tokens=int(self.tcfg.eval_max_tokens),
             device=device,
         )
         self._stop_signal: str | None = None
         self.writer: SummaryWriter | None = None
+        # the running session's loop state, set by train()
+        self._bar: tqdm | None = None
+        self._window = _Window()
+        self._session_start = self._elapsed_before = self._last_save = 0.0
 
     def _batch_sentences(self) -> int | None:
         """Sentences per micro-batch on this rank: ``trainer.max_sentences`` is the global batch of one
         update (the papers' "mini-batches of 128"), split evenly over ranks and accumulation steps."""
-        if not self.t.max_sentences:
+        if not self.tcfg.max_sentences:
             return None
-        total, parts = int(self.t.max_sentences), self.ctx.world_size * int(self.t.accumulate)
+        total, parts = int(self.tcfg.max_sentences), self.ctx.world_size * int(self.tcfg.accumulate)
         if total % parts:
             raise ConfigError(
                 f"trainer.max_sentences={total} is the sentences of one update; it must divide evenly over "
-                f"{self.ctx.world_size} ranks x trainer.accumulate={self.t.accumulate}: choose a multiple of {parts}"
+                f"{self.ctx.world_size} ranks x trainer.accumulate={self.tcfg.accumulate}: choose a multiple of {parts}"
             )
         return total // parts
 
@@ -152,6 +198,11 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["trainer"])
+        best = self.state.best_score
+        if not self.metric.higher_is_better and best is not None and best < 0:
+            # Checkpoints written before METRICS stored a loss or perplexity negated (so that higher was
+            # always better); a real one is never negative.
+            self.state.best_score = -best
         rng = payload["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
@@ -165,13 +216,17 @@ class Trainer:
     def save(self) -> None:
         if self.ctx.is_main:
             save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
-            prune_checkpoints(self.run_dir, int(self.t.keep_last))
+            prune_checkpoints(self.run_dir, int(self.tcfg.keep_last))
         barrier(self.ctx)
 
     # ---- steps ------------------------------------------------------------------------------------
     def _set_lr(self) -> float:
         lr = learning_rate(
-            self.state.step + 1, self.t.scheduler, float(self.t.optimizer.lr), self.model.model_dim, self.state.epoch
+            self.state.step + 1,
+            self.tcfg.scheduler,
+            float(self.tcfg.optimizer.lr),
+            self.model.model_dim,
+            self.state.epoch,
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -182,12 +237,12 @@ class Trainer:
             self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
         ):
             logits, _ = (model or self.model)(batch.src, batch.src_lengths, batch.tgt_in)
-        return label_smoothed_nll(logits, batch.tgt_out, float(self.t.label_smoothing))
+        return label_smoothed_nll(logits, batch.tgt_out, float(self.tcfg.label_smoothing))
 
     def _loss_denominator(self, batches: list[Batch]) -> float:
         """What the summed loss of one update is divided by: its target tokens or its sentences
         (``trainer.loss_norm``), counted over every micro-batch and every rank."""
-        if str(self.t.loss_norm) == "sentences":
+        if str(self.tcfg.loss_norm) == "sentences":
             count = sum(b.src.size(0) for b in batches)
         else:
             count = sum(b.ntokens for b in batches)
@@ -225,7 +280,7 @@ class Trainer:
             total_tokens += ntok
         if finite:
             self.scaler.unscale_(self.optimizer)
-            clip = float(self.t.clip_norm)
+            clip = float(self.tcfg.clip_norm)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
             finite = bool(torch.isfinite(norm))
         if not finite:
@@ -237,7 +292,7 @@ class Trainer:
                 self.state.step + 1,
                 self.state.consecutive_bad,
             )
-            if self.state.consecutive_bad >= int(self.t.max_bad_steps):
+            if self.state.consecutive_bad >= int(self.tcfg.max_bad_steps):
                 raise TrainingDiverged(
                     f"{self.state.consecutive_bad} consecutive steps had a non-finite loss or gradient; "
                     "lower trainer.optimizer.lr, raise trainer.scheduler.warmup, or use trainer.amp=none"
@@ -263,7 +318,7 @@ class Trainer:
             self.state.step + 1,
             tuple(batch.src.shape),
             tuple(batch.tgt_out.shape),
-            int(self.t.max_tokens),
+            int(self.tcfg.max_tokens),
         )
 
     # ---- validation -------------------------------------------------------------------------------
@@ -272,7 +327,7 @@ class Trainer:
         """Per-token NLL (no smoothing) of the references under teacher forcing."""
         self.model.eval()
         src_lens, tgt_lens = lengths(eval_set.encoded)
-        sampler = TokenBatchSampler(src_lens, tgt_lens, int(self.t.eval_max_tokens), shuffle=False)
+        sampler = TokenBatchSampler(src_lens, tgt_lens, int(self.tcfg.eval_max_tokens), shuffle=False)
         total, count = 0.0, 0
         for batch in batch_loader(eval_set.encoded, sampler):
             batch = batch.to(self.device)
@@ -298,15 +353,13 @@ class Trainer:
             "valid_loss": loss,
             "valid_ppl": math.exp(min(loss, 50)),
         }
-        if self.t.validate_bleu:
+        if self.tcfg.validate_bleu:
             hyps = self.translator.translate_text(valid.sources)
             record["valid_bleu"] = corpus_bleu(hyps, valid.references)
-        metric = str(self.t.early_stopping.metric)
-        key = {"bleu": "valid_bleu", "loss": "valid_loss", "ppl": "valid_ppl"}[metric]
-        score = record[key] if metric == "bleu" else -record[key]
-        improved = self.state.best_score is None or score > self.state.best_score
+        improved = self._improves(record[self.metric.key])
         if improved:
-            self.state.best_score, self.state.best_step, self.state.bad_validations = score, self.state.step, 0
+            self.state.best_score, self.state.best_step = record[self.metric.key], self.state.step
+            self.state.bad_validations = 0
             save_checkpoint(self.run_dir / "best.pt", self.payload(with_training_state=False))
         else:
             self.state.bad_validations += 1
@@ -327,127 +380,186 @@ class Trainer:
         (self.run_dir / "metrics.json").write_text(json.dumps(self.state.history, indent=1))
         return record
 
+    def _improves(self, score: float) -> bool:
+        """Whether ``score`` of trainer.early_stopping.metric beats the best so far (ties do not)."""
+        best = self.state.best_score
+        if best is None:
+            return True
+        return score > best if self.metric.higher_is_better else score < best
+
     # ---- the loop ---------------------------------------------------------------------------------
-    def _stop_reason(self) -> str | None:
-        t, s = self.t, self.state
+    def _stop(self) -> Stop | None:
+        """Why training should stop now, or None to go on."""
+        tc, s = self.tcfg, self.state
         if self._stop_signal:
-            return f"interrupted by {self._stop_signal}"
-        if t.max_steps and s.step >= int(t.max_steps):
-            return f"reached trainer.max_steps={t.max_steps}"
-        if t.max_epochs and s.epoch >= int(t.max_epochs):
-            return f"reached trainer.max_epochs={t.max_epochs}"
-        if t.max_minutes and s.elapsed >= 60 * float(t.max_minutes):
-            return f"reached trainer.max_minutes={t.max_minutes}"
-        if t.early_stopping.patience and s.bad_validations >= int(t.early_stopping.patience):
-            return f"early stopping: no better valid {t.early_stopping.metric} in {s.bad_validations} validations"
+            return Stop(f"interrupted by {self._stop_signal}", interrupted=True)
+        if tc.max_steps and s.step >= int(tc.max_steps):
+            return Stop(f"reached trainer.max_steps={tc.max_steps}")
+        if tc.max_epochs and s.epoch >= int(tc.max_epochs):
+            return Stop(f"reached trainer.max_epochs={tc.max_epochs}")
+        if tc.max_minutes and s.elapsed >= 60 * float(tc.max_minutes):
+            return Stop(f"reached trainer.max_minutes={tc.max_minutes}")
+        if tc.early_stopping.patience and s.bad_validations >= int(tc.early_stopping.patience):
+            return Stop(
+                f"early stopping: no better valid {tc.early_stopping.metric} in {s.bad_validations} validations"
+            )
         return None
 
-    def _checkpoint_due(self, last_save: float) -> bool:
+    def _agreed_stop(self) -> Stop | None:
+        """Rank 0's stop decision, the same on every rank."""
+        return broadcast(self._stop(), self.ctx)
+
+    def _checkpoint_due(self) -> bool:
         """``trainer.checkpoint_every_minutes`` of training time since the last checkpoint (rank 0's clock)."""
-        minutes = float(self.t.get("checkpoint_every_minutes") or 0)
-        return minutes > 0 and bool(broadcast(self.state.elapsed - last_save >= 60 * minutes, self.ctx))
+        minutes = float(self.tcfg.get("checkpoint_every_minutes") or 0)
+        return minutes > 0 and bool(broadcast(self.state.elapsed - self._last_save >= 60 * minutes, self.ctx))
 
     def _eta(self) -> dict[str, str]:
         """Minutes left under the wall-clock budget, for the progress bar (tqdm's own ETA needs max_steps)."""
-        if not self.t.max_minutes:
+        if not self.tcfg.max_minutes:
             return {}
-        return {"left_min": f"{max(float(self.t.max_minutes) - self.state.elapsed / 60, 0):.1f}"}
-
-    def _agreed_stop(self) -> str | None:
-        """Rank 0's stop decision, the same on every rank."""
-        return broadcast(self._stop_reason(), self.ctx)
+        return {"left_min": f"{max(float(self.tcfg.max_minutes) - self.state.elapsed / 60, 0):.1f}"}
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signal.Signals(signum).name
         signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
 
+    def _updates(self) -> Iterator[list[Batch]]:
+        """The rest of the current epoch, ``trainer.accumulate`` batches per update.
+
+        An epoch whose batches do not divide by ``accumulate`` ends with fewer left over: those are
+        skipped (never trained on, not counted in ``batch_in_epoch``) and the next epoch starts, as in
+        an uninterrupted run; a resumed run skips the same ones, since ``batch_in_epoch`` only counts
+        whole updates.
+        """
+        accumulate = int(self.tcfg.accumulate)
+        batches = len(self.sampler.epoch_batches(self.state.epoch))
+        if batches < accumulate:
+            raise ConfigError(
+                f"epoch {self.state.epoch} has {batches} batches per rank ({self.ctx.world_size} ranks), fewer than "
+                f"trainer.accumulate={accumulate}: no update is possible; lower trainer.accumulate or "
+                "trainer.max_tokens"
+            )
+        self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
+        pending: list[Batch] = []
+        for batch in batch_loader(self.data.train, self.sampler, int(self.tcfg.num_workers)):
+            pending.append(batch)
+            if len(pending) == accumulate:
+                yield pending
+                pending = []
+
+    def _tick(self) -> None:
+        """Training time so far, summed over all sessions of the run."""
+        self.state.elapsed = self._elapsed_before + time.monotonic() - self._session_start
+
+    def _log_effective_batch(self) -> None:
+        """The tokens (and sentences) of one update, which the learning rate was tuned for."""
+        tc, parts, sentences = self.tcfg, self.ctx.world_size * int(self.tcfg.accumulate), self.batch_sentences
+        log.info(
+            "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step%s",
+            int(tc.max_tokens),
+            self.ctx.world_size,
+            int(tc.accumulate),
+            int(tc.max_tokens) * parts,
+            f", at most {sentences} x {parts} = {sentences * parts} sentences" if sentences else "",
+        )
+
+    def _log_window(self) -> None:
+        """Report the steps since the last log line (progress bar, log line, TensorBoard, and one line of
+        ``train_log.jsonl``, on rank 0) and start a new window."""
+        w, step, lr = self._window, self.state.step, self.optimizer.param_groups[0]["lr"]
+        seconds = max(time.monotonic() - w.start, 1e-9)
+        rate, loss = w.tokens / seconds, w.nll / max(w.tokens, 1)
+        if self._bar is not None:
+            self._bar.set_postfix(
+                epoch=self.state.epoch,
+                nll=f"{loss:.3f}",
+                tok_s=f"{rate:.0f}",
+                min=f"{self.state.elapsed / 60:.1f}",
+                **self._eta(),
+            )
+        log.info(
+            "step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min",
+            step,
+            self.state.epoch,
+            loss,
+            lr,
+            rate,
+            self.state.elapsed / 60,
+        )
+        if self.writer:
+            self.writer.add_scalar("train/nll", loss, step)
+            self.writer.add_scalar("train/tokens_per_s", rate, step)
+        if self.ctx.is_main:
+            record = {
+                "step": step,
+                "epoch": self.state.epoch,
+                "nll": loss,
+                "lr": lr,
+                "tgt_tokens": w.tokens,
+                "seconds": seconds,
+                "tgt_tokens_per_s": rate,
+                "elapsed_min": self.state.elapsed / 60,
+            }
+            with open(self.run_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self._window = _Window()
+
+    def _validate_and_save(self) -> None:
+        """Validate every ``trainer.validate_every`` steps; write a checkpoint every ``checkpoint_every``
+        steps (0: at each validation) or after ``checkpoint_every_minutes`` of training time."""
+        step, validate_every = self.state.step, int(self.tcfg.validate_every)
+        checkpoint_every = int(self.tcfg.checkpoint_every) or validate_every  # 0: only at the end
+        if validate_every and step % validate_every == 0:
+            self.validate()
+        if (checkpoint_every and step % checkpoint_every == 0) or self._checkpoint_due():
+            self.save()
+            self._last_save = self.state.elapsed
+
+    def _finish(self, stop: Stop) -> None:
+        """Record why training stopped; validate the final weights (unless interrupted or just done) and
+        write the final checkpoint."""
+        self.state.stop_reason, self.state.interrupted = stop.reason, stop.interrupted
+        log.info("stopping: %s (step %d, %.1f min)", stop.reason, self.state.step, self.state.elapsed / 60)
+        if not stop.interrupted and not any(h["step"] == self.state.step for h in self.state.history):
+            self.validate()
+        self.save()
+
     def train(self) -> TrainState:
         """Train until a stop condition holds; always leaves a checkpoint of the final state."""
-        t = self.t
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard")) if self.ctx.is_main else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        total = int(t.max_steps) if t.max_steps else None
-        bar = tqdm(
-            total=total,
-            initial=self.state.step,
-            disable=None if self.ctx.is_main else True,
-            unit="step",
-            dynamic_ncols=True,
-        )
-        log_every, validate_every = int(t.log_every), int(t.validate_every)
-        checkpoint_every = int(t.checkpoint_every) or validate_every  # 0: only at the end
-        parts = self.ctx.world_size * int(t.accumulate)
-        sentences = self.batch_sentences
-        log.info(
-            "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step%s",
-            int(t.max_tokens),
-            self.ctx.world_size,
-            int(t.accumulate),
-            int(t.max_tokens) * parts,
-            f", at most {sentences} x {parts} = {sentences * parts} sentences" if sentences else "",
-        )
-        window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
-        session_start, elapsed_before = time.monotonic(), self.state.elapsed
-        last_save = self.state.elapsed
+        total = int(self.tcfg.max_steps) if self.tcfg.max_steps else None
+        disable = None if self.ctx.is_main else True
+        bar = self._bar = tqdm(total=total, initial=self.state.step, disable=disable, unit="step", dynamic_ncols=True)
+        self._log_effective_batch()
+        self._session_start, self._elapsed_before = time.monotonic(), self.state.elapsed
+        self._last_save, self._window = self.state.elapsed, _Window()
+        # A resumed run is running again: what its checkpoint said about the stop no longer holds.
+        self.state.stop_reason, self.state.interrupted = None, False
         try:
-            while (reason := self._agreed_stop()) is None:
-                self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
-                pending: list[Batch] = []
-                for batch in batch_loader(self.data.train, self.sampler, int(t.num_workers)):
-                    pending.append(batch)
-                    if len(pending) < int(t.accumulate):
-                        continue
-                    self.state.batch_in_epoch += len(pending)
-                    result = self.train_step(pending)
-                    pending = []
-                    self.state.elapsed = elapsed_before + time.monotonic() - session_start
+            while (stop := self._agreed_stop()) is None:
+                for update in self._updates():
+                    self.state.batch_in_epoch += len(update)
+                    result = self.train_step(update)
+                    self._tick()
                     if result is None:
                         continue
-                    window_nll, window_tokens = window_nll + result[0], window_tokens + result[1]
                     bar.update(1)
-                    step = self.state.step
-                    if step % log_every == 0:
-                        rate = window_tokens / max(time.monotonic() - window_start, 1e-9)
-                        loss = window_nll / max(window_tokens, 1)
-                        bar.set_postfix(
-                            epoch=self.state.epoch,
-                            nll=f"{loss:.3f}",
-                            tok_s=f"{rate:.0f}",
-                            min=f"{self.state.elapsed / 60:.1f}",
-                            **self._eta(),
-                        )
-                        log.info(
-                            "step %d epoch %d nll %.3f lr %.2e tgt tok/s %.0f elapsed %.1f min",
-                            step,
-                            self.state.epoch,
-                            loss,
-                            self.optimizer.param_groups[0]["lr"],
-                            rate,
-                            self.state.elapsed / 60,
-                        )
-                        if self.writer:
-                            self.writer.add_scalar("train/nll", loss, step)
-                            self.writer.add_scalar("train/tokens_per_s", rate, step)
-                        window_tokens, window_nll, window_start = 0, 0.0, time.monotonic()
-                    if validate_every and step % validate_every == 0:
-                        self.validate()
-                    if (checkpoint_every and step % checkpoint_every == 0) or self._checkpoint_due(last_save):
-                        self.save()
-                        last_save = self.state.elapsed
+                    self._window.add(*result)
+                    if self.state.step % int(self.tcfg.log_every) == 0:
+                        self._log_window()
+                    self._validate_and_save()
                     if self._agreed_stop() is not None:
                         break
                 else:
                     self.state.epoch += 1
                     self.state.batch_in_epoch = 0
-            self.state.stop_reason = reason
-            log.info("stopping: %s (step %d, %.1f min)", reason, self.state.step, self.state.elapsed / 60)
-            interrupted = reason.startswith("interrupted")
-            if not interrupted and not any(h["step"] == self.state.step for h in self.state.history):
-                self.validate()
-            self.save()
+            self._finish(stop)
         finally:
             bar.close()
+            self._bar = None
             if self.writer:
                 self.writer.close()
             for s, handler in previous.items():

@@ -9,9 +9,9 @@ embeddings, dropout 0.1, label smoothing 0.1, Adam 0.9/0.98, lr 1.5e-3 with 400 
 on Multi30k de-en with the same 8k joint sentencepiece model and 4096-token batches for ``--steps``
 updates with their own training loops, then decode test2016 with beam 5 (alpha 1.0) using the model they just
 trained, in 2000- and 8000-token batches (each toolkit compared at its faster one). Training speed is the
-median of each toolkit's own logged target tokens/s (JoeyNMT's "Tokens per Sec" counts target tokens and
-leaves validation out); decoding speed is timed around the generation loop (JoeyNMT's "Generation took" log
-line; our Translator call). Prints a table and writes ``--json``.
+median of each toolkit's own logged target tokens/s (ours from the run's train_log.jsonl; JoeyNMT's "Tokens
+per Sec" counts target tokens and leaves validation out); decoding speed is timed around the generation loop
+(JoeyNMT's "Generation took" log line; our Translator call). Prints a table and writes ``--json``.
 ``--decode-only`` decodes again with the models and training logs already in ``--work``.
 """
 
@@ -232,9 +232,7 @@ def main() -> None:
             "decoding": [decode_joeynmt(args.joey_python, work, data_root, args.steps, t) for t in DECODE_TOKENS],
         },
         "nmt": {
-            "train_tgt_tok_s": median_after_first(
-                [float(r) for r in training_rates((work / "nmt_train.log").read_text())]
-            ),
+            "train_tgt_tok_s": median_after_first(training_rates(work / "nmt_model")),
             "decoding": [decode_ours(work, data_root, t) for t in DECODE_TOKENS],
         },
     }

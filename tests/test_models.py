@@ -7,15 +7,12 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
-from nmt.loss import label_smoothed_nll
 from nmt.models import build_model
 from nmt.models.attention import AdditiveAttention, LuongAttention
 from nmt.models.rnn_encoder import reverse_padded
-from nmt.optim import learning_rate
 
 torch.manual_seed(0)
 
@@ -139,45 +136,6 @@ def test_inapplicable_option_is_refused():
         build_model({"arch": "lstm"}, 40, 40, shared_vocab=True)
     with pytest.raises(ConfigError, match="joint vocabulary"):
         build_model(TINY["transformer"], 40, 50, shared_vocab=False)
-
-
-def test_label_smoothed_loss_matches_pytorch():
-    logits = torch.randn(2, 5, 11, requires_grad=True)
-    target = torch.randint(1, 11, (2, 5))
-    target[0, 3:] = 0
-    loss, nll, n = label_smoothed_nll(logits, target, 0.1)
-    ref = torch.nn.functional.cross_entropy(
-        logits.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=0.1, reduction="sum"
-    )
-    torch.testing.assert_close(loss, ref)
-    assert n == 8
-    (g,), (g_ref,) = torch.autograd.grad(loss, logits), torch.autograd.grad(ref, logits)
-    torch.testing.assert_close(g, g_ref)
-
-
-def test_schedules():
-    inv = OmegaConf.create({"kind": "inverse_sqrt", "warmup": 100, "factor": 1.0})
-    assert learning_rate(50, inv, 1e-3, 512) == pytest.approx(5e-4)
-    assert learning_rate(100, inv, 1e-3, 512) == pytest.approx(1e-3)
-    assert learning_rate(400, inv, 1e-3, 512) == pytest.approx(5e-4)
-    noam = OmegaConf.create({"kind": "noam", "warmup": 4000, "factor": 1.0})
-    assert learning_rate(4000, noam, 0.0, 512) == pytest.approx(512**-0.5 * 4000**-0.5)
-    assert learning_rate(100, noam, 0.0, 512) == pytest.approx(512**-0.5 * 100 * 4000**-1.5)
-
-
-def test_dropout_keeps_the_expectation_and_masks_the_gradient():
-    from nmt.models.dropout import dropout
-
-    torch.manual_seed(0)
-    x = torch.ones(200_000, requires_grad=True)
-    y = dropout(x, 0.3, training=True)
-    zeros = (y == 0).float().mean().item()
-    assert abs(zeros - 0.3) < 0.01 and abs(y.mean().item() - 1.0) < 0.02
-    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.7)]
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach())  # d y_i / d x_i is the same scaled mask
-    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
-    assert not dropout(x, 1.0, training=True).any()
 
 
 @pytest.mark.parametrize("arch", ["rnnsearch", "rnnencdec"])

@@ -1,18 +1,26 @@
 """Trainer behaviour that needs no full run: skipped steps on non-finite values and out-of-memory, loss
-normalisation, the global sentence batch and the checkpoint cadence."""
+normalisation, the global sentence batch, the checkpoint cadence, best.pt and the stop conditions, the
+JSON-lines rate log, and what becomes of the batches left over at the end of an epoch."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import signal
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_config
 
+from nmt.checkpoint import load_checkpoint
 from nmt.data.prepare import prepare_training_data
 from nmt.errors import ConfigError
 from nmt.models import build_model
-from nmt.trainer import Trainer, TrainingDiverged
+from nmt.report import training_rates, training_record
+from nmt.trainer import TRAIN_LOG, Trainer, TrainingDiverged
 
 
 @pytest.fixture()
@@ -130,3 +138,208 @@ def test_time_based_checkpoint_cadence(minutes, expected, tiny_root, cache_dir, 
     )
     trainer.train()
     assert sorted(int(p.stem.split("_")[1]) for p in tmp_path.glob("ckpt_*.pt")) == expected
+
+
+# ---- validation, best.pt and the stop conditions ---------------------------------------------------
+
+FAST = "trainer.max_tokens=300"  # small batches: cheap steps for tests that only count them
+
+
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, metric: str, values: list[float]) -> None:
+    """Each validation measures the next of ``values``: the BLEU for metric bleu (loss fixed), else the loss."""
+    scores = iter(values)
+    if metric == "bleu":
+        monkeypatch.setattr(trainer.translator, "translate_text", lambda sources: sources)
+        monkeypatch.setattr("nmt.trainer.corpus_bleu", lambda _hyps, _refs: next(scores))
+        monkeypatch.setattr(trainer, "valid_loss", lambda _valid: 1.0)
+    else:
+        monkeypatch.setattr(trainer, "valid_loss", lambda _valid: next(scores))
+
+
+def _spy_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """(file name, trainer step) of every checkpoint the trainer writes, in order."""
+    from nmt import trainer as trainer_module
+
+    written, save = [], trainer_module.save_checkpoint
+
+    def spy(path, payload):
+        written.append((Path(path).name, payload["trainer"]["step"]))
+        save(path, payload)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", spy)
+    return written
+
+
+@pytest.mark.parametrize(
+    ("metric", "best_step", "best_score"), [("bleu", 2, 3.0), ("loss", 3, 1.0), ("ppl", 3, math.exp(1.0))]
+)
+def test_best_follows_the_metric_direction(metric, best_step, best_score, tiny_root, cache_dir, tmp_path, monkeypatch):
+    """BLEU: higher is better; loss and perplexity: lower. best_score is the metric's own value."""
+    extra = [f"trainer.early_stopping.metric={metric}", f"trainer.validate_bleu={metric == 'bleu'}"]
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, FAST, "trainer.max_steps=3", "trainer.validate_every=1", *extra)
+    _scripted_validation(monkeypatch, trainer, metric, [2.0, 3.0, 1.0])
+    state = trainer.train()
+    assert (state.best_step, state.bad_validations) == (best_step, 3 - best_step)
+    assert state.best_score == pytest.approx(best_score)
+    saved = load_checkpoint(tmp_path / "best.pt")["trainer"]
+    assert saved["step"] == best_step and saved["best_score"] == pytest.approx(best_score)
+
+
+def test_best_pt_is_written_only_when_the_metric_improves(tiny_root, cache_dir, tmp_path, monkeypatch):
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, FAST, "trainer.max_steps=4", "trainer.validate_every=1")
+    _scripted_validation(monkeypatch, trainer, "loss", [3.0, 3.0, 3.5, 2.0])  # a tie, a worse one, a better one
+    written = _spy_checkpoints(monkeypatch)
+    trainer.train()
+    assert [step for name, step in written if name == "best.pt"] == [1, 4]
+    assert [h["step"] for h in trainer.state.history] == [1, 2, 3, 4]
+
+
+def test_patience_stops_after_that_many_validations_without_improvement(tiny_root, cache_dir, tmp_path, monkeypatch):
+    extra = [FAST, "trainer.max_steps=50", "trainer.validate_every=1", "trainer.early_stopping.patience=2"]
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, *extra)
+    _scripted_validation(monkeypatch, trainer, "loss", [3.0, 2.0, 2.5, 2.2, 1.0])
+    state = trainer.train()
+    assert state.stop_reason == "early stopping: no better valid loss in 2 validations"
+    assert (state.step, state.best_step, state.interrupted) == (4, 2, False)
+    assert [h["step"] for h in state.history] == [1, 2, 3, 4]  # the last one was the final weights'
+
+
+def test_unknown_metric_or_bleu_without_validation_bleu_is_refused(tiny_root, cache_dir, tmp_path):
+    with pytest.raises(ConfigError, match="metric='accuracy': use bleu, loss, ppl"):
+        _trainer(tiny_root, cache_dir, tmp_path, "trainer.early_stopping.metric=accuracy")
+    with pytest.raises(ConfigError, match="needs trainer.validate_bleu=true"):
+        _trainer(tiny_root, cache_dir, tmp_path, "trainer.early_stopping.metric=bleu", "trainer.validate_bleu=false")
+
+
+def test_max_minutes_stops_and_counts_the_time_of_earlier_sessions(tiny_root, cache_dir, tmp_path):
+    trainer = _trainer(tiny_root, cache_dir, tmp_path / "a", FAST, "trainer.max_steps=50", "trainer.max_minutes=1e-6")
+    state = trainer.train()
+    assert state.stop_reason == "reached trainer.max_minutes=1e-06" and state.step == 1  # one step outlasts 60 µs
+    assert not state.interrupted and [h["step"] for h in state.history] == [1]
+    resumed = _trainer(tiny_root, cache_dir, tmp_path / "b", FAST, "trainer.max_steps=50", "trainer.max_minutes=1")
+    resumed.state.elapsed = 61.0  # a minute spent by earlier sessions of the run
+    assert resumed.train().stop_reason == "reached trainer.max_minutes=1" and resumed.state.step == 0
+
+
+def test_a_signal_stops_as_interrupted_and_the_resumed_run_no_longer_says_so(tiny_root, cache_dir, tmp_path):
+    """state.interrupted (not the wording of stop_reason) tells nmt-train to exit 130. Checkpoints of the
+    resumed run describe a running run, not the stop of the session it came from (they did before)."""
+    extra = [FAST, "trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.keep_last=10"]
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, *extra)
+    step = trainer.train_step
+
+    def step_then_sigterm(update):
+        result = step(update)
+        if trainer.state.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    trainer.train_step = step_then_sigterm
+    state = trainer.train()
+    assert (state.stop_reason, state.interrupted, state.step) == ("interrupted by SIGTERM", True, 1)
+    assert state.history == []  # an unfinished run's weights are not validated as final
+    assert load_checkpoint(tmp_path / "ckpt_1.pt")["trainer"]["interrupted"] is True
+
+    resumed = _trainer(tiny_root, cache_dir, tmp_path, *extra)
+    resumed.restore(load_checkpoint(tmp_path / "ckpt_1.pt"))
+    state = resumed.train()
+    assert (state.stop_reason, state.interrupted, state.step) == ("reached trainer.max_steps=3", False, 3)
+    running = load_checkpoint(tmp_path / "ckpt_2.pt")["trainer"]
+    assert (running["stop_reason"], running["interrupted"]) == (None, False)
+
+
+def test_old_checkpoints_without_interrupted_and_with_a_negated_best_loss_resume(
+    tiny_root, cache_dir, tmp_path, monkeypatch
+):
+    """Checkpoints written before TrainState.interrupted and METRICS lack the field and stored -loss as
+    best_score; resuming one compares against the real loss."""
+    trainer = _trainer(tiny_root, cache_dir, tmp_path / "a", FAST, "trainer.max_steps=1")
+    best = trainer.train().best_score
+    ckpt = load_checkpoint(tmp_path / "a" / "ckpt_1.pt")
+    assert ckpt["trainer"]["interrupted"] is False and ckpt["trainer"]["best_score"] == best > 0
+    old_state = {k: v for k, v in ckpt["trainer"].items() if k != "interrupted"}
+    old = {**ckpt, "trainer": {**old_state, "best_score": -best}}
+
+    resumed = _trainer(tiny_root, cache_dir, tmp_path / "b", FAST, "trainer.max_steps=3", "trainer.validate_every=1")
+    resumed.restore(old)
+    assert resumed.state.best_score == best and not resumed.state.interrupted
+    _scripted_validation(monkeypatch, resumed, "loss", [best + 1, best / 2])
+    state = resumed.train()
+    assert (state.best_step, state.best_score, state.bad_validations) == (3, best / 2, 0)
+
+
+# ---- the structured rate log ---------------------------------------------------------------------
+
+
+def test_every_log_window_is_a_json_line_that_the_report_reads(tiny_root, cache_dir, tmp_path, caplog):
+    caplog.set_level("INFO", logger="nmt.trainer")
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, FAST, "trainer.max_steps=3", "trainer.log_every=1")
+    trainer.train()
+    windows = [json.loads(line) for line in (tmp_path / TRAIN_LOG).read_text().splitlines()]
+    assert [w["step"] for w in windows] == [1, 2, 3]
+    keys = {"step", "epoch", "nll", "lr", "tgt_tokens", "seconds", "tgt_tokens_per_s", "elapsed_min"}
+    for w in windows:
+        assert set(w) == keys and w["tgt_tokens"] > 0 and w["nll"] > 0
+        assert w["tgt_tokens_per_s"] == pytest.approx(w["tgt_tokens"] / w["seconds"])
+    assert caplog.text.count("tgt tok/s") == 3  # the human log line stays
+    assert training_rates(tmp_path) == [w["tgt_tokens_per_s"] for w in windows]
+
+    resumed = _trainer(tiny_root, cache_dir, tmp_path, FAST, "trainer.max_steps=4", "trainer.log_every=1")
+    resumed.restore(load_checkpoint(tmp_path / "ckpt_3.pt"))
+    resumed.train()
+    lines = (tmp_path / TRAIN_LOG).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # appended
+    (tmp_path / "results.json").write_text(json.dumps({"parameters": 1, "steps": 4, "train_minutes": 0.1}))
+    rates = training_rates(tmp_path)
+    assert training_record(tmp_path)["tgt_tokens_per_s"] == round(statistics.median(rates))
+    assert training_rates(tmp_path / "no_run") == []
+
+
+# ---- gradient accumulation at the end of an epoch ------------------------------------------------
+
+LEFT_OVER = [FAST, "trainer.accumulate=3"]  # 8 batches per epoch: 2 updates, 2 batches left over
+
+
+def test_batches_left_over_at_the_end_of_an_epoch_are_skipped(tiny_root, cache_dir, tmp_path, monkeypatch):
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, *LEFT_OVER, "trainer.max_epochs=1", "trainer.max_steps=0")
+    batches = [b.tolist() for b in trainer.sampler.epoch_batches(0)]
+    assert len(batches) == 8
+    trained, step = [], trainer.train_step
+
+    def recording_step(update):
+        trained.append([b.indices.tolist() for b in update])
+        return step(update)
+
+    monkeypatch.setattr(trainer, "train_step", recording_step)
+    state = trainer.train()
+    assert (state.step, state.epoch, state.batch_in_epoch) == (2, 1, 0)
+    assert trained == [batches[0:3], batches[3:6]]  # never batches[6:]
+
+
+def test_resume_before_the_left_over_batches_equals_the_uninterrupted_run(tiny_root, cache_dir, tmp_path):
+    """Stopped after the last whole update of epoch 0, the resumed run skips the same left-over batches."""
+    straight = _trainer(tiny_root, cache_dir, tmp_path / "straight", *LEFT_OVER, "trainer.max_steps=3")
+    straight.train()
+    first = _trainer(tiny_root, cache_dir, tmp_path / "resumed", *LEFT_OVER, "trainer.max_steps=2")
+    first.train()
+    ckpt = load_checkpoint(tmp_path / "resumed" / "ckpt_2.pt")
+    assert (ckpt["trainer"]["epoch"], ckpt["trainer"]["batch_in_epoch"]) == (0, 6)  # two batches of epoch 0 left
+    resumed = _trainer(tiny_root, cache_dir, tmp_path / "resumed", *LEFT_OVER, "trainer.max_steps=3")
+    resumed.restore(ckpt)
+    resumed.train()
+    assert (
+        (resumed.state.epoch, resumed.state.batch_in_epoch)
+        == (1, 3)
+        == (straight.state.epoch, straight.state.batch_in_epoch)
+    )
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_an_epoch_with_fewer_batches_than_one_update_is_refused(tiny_root, cache_dir, tmp_path):
+    """It could never make a step: with only max_steps or max_minutes as the limit it looped forever."""
+    trainer = _trainer(tiny_root, cache_dir, tmp_path, "trainer.accumulate=3", "trainer.max_epochs=2")
+    assert len(trainer.sampler.epoch_batches(0)) == 2
+    with pytest.raises(ConfigError, match="epoch 0 has 2 batches per rank .* fewer than trainer.accumulate=3"):
+        trainer.train()
