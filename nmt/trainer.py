@@ -354,7 +354,7 @@ class Trainer:
             "valid_ppl": math.exp(min(loss, 50)),
         }
         if self.tcfg.validate_bleu:
-            hyps = self.translator.translate_text(valid.sources)
+            hyps = self.translator.translate(valid.sources)
             record["valid_bleu"] = corpus_bleu(hyps, valid.references)
         improved = self._improves(record[self.metric.key])
         if improved:

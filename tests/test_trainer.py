@@ -149,7 +149,7 @@ def _scripted_validation(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, metr
     """Each validation measures the next of ``values``: the BLEU for metric bleu (loss fixed), else the loss."""
     scores = iter(values)
     if metric == "bleu":
-        monkeypatch.setattr(trainer.translator, "translate_text", lambda sources: sources)
+        monkeypatch.setattr(trainer.translator, "translate", lambda sources: sources)
         monkeypatch.setattr("nmt.trainer.corpus_bleu", lambda _hyps, _refs: next(scores))
         monkeypatch.setattr(trainer, "valid_loss", lambda _valid: 1.0)
     else:
