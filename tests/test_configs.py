@@ -1,4 +1,4 @@
-"""Every config composes: the five primary configs, every model / data / trainer / search option, every experiment
+"""Every config composes: the six primary configs, every model / data / trainer / search option, every experiment
 (and every run of the comparison experiments), and each composed model section is a valid typed config."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ COMPARISONS = [e for e in EXPERIMENTS if e.startswith("compare_")]
         ("train", []),
         ("evaluate", ["checkpoint=x.pt"]),
         ("translate", ["checkpoint=x.pt"]),
+        ("serve", ["checkpoint=x.pt"]),
         ("export", ["checkpoint=x.pt", "output=out"]),
         ("compare", [f"experiment={COMPARISONS[0]}"]),
     ],
@@ -67,9 +68,9 @@ def test_every_trainer_option_composes(trainer):
 
 
 @pytest.mark.parametrize("search", _options("search"))
-@pytest.mark.parametrize("name", ["train", "evaluate", "translate"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "translate", "serve"])
 def test_every_search_option_composes_for_every_decoding_entry_point(search, name):
-    """One search group serves nmt-train, nmt-evaluate and nmt-translate; each option composes in each."""
+    """One search group serves nmt-train, nmt-evaluate, nmt-translate and nmt-serve; each option composes in each."""
     cfg = _compose(name, [f"search={search}"] + ([] if name == "train" else ["checkpoint=x.pt"]))
     assert set(cfg.search) == set(SearchConfig.STORED) | {"n_best"}
     stored = {"beam_size": 4, "length_penalty": 0.6, "max_len_a": 1.0, "max_len_b": 50}
