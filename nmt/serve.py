@@ -314,9 +314,10 @@ class DecodingWorker:
             hyp = nbest[0]
             item: dict[str, Any] = {"translation": self.translator.detokenize(hyp)}
             if attention and hyp.attention is not None:
-                item["source_tokens"] = self.translator.src_tok.pieces(ids) + ["</s>"]
-                item["output_tokens"] = self.translator.tgt_tok.pieces(hyp.tokens) + ["</s>"]
-                item["weights"] = hyp.attention.tolist()
+                aligned = self.translator.alignment(ids, hyp)
+                item.update(
+                    source_tokens=aligned["source"], output_tokens=aligned["output"], weights=aligned["attention"]
+                )
             items.append(item)
         return items
 
@@ -386,7 +387,7 @@ def create_app(translator: Translator, options: ServeOptions) -> FastAPI:
     @app.post("/translate")
     async def translate(request: Request) -> JSONResponse:
         req = parse_request(await read_body(request, options.max_body_bytes), options, worker.base_search.beam_size)
-        show = req.attention and translator.model.has_attention
+        show = req.attention and translator.has_attention
         items = await worker.translate(dataclasses.replace(req, attention=show))
         body: dict[str, Any] = {
             "translations": [item.pop("translation") for item in items],
