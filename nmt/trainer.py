@@ -102,6 +102,21 @@ class _Window:
         self.nll, self.tokens = self.nll + nll, self.tokens + tokens
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype of ``trainer.amp`` (None: fp32). ``auto`` is bf16 on CUDA and fp32
+    elsewhere; ``bf16`` also runs on the CPU, slowly there, but through the same autocast regions, mixed
+    precision loss and bf16 attention inputs as on a GPU (so the suite exercises them); ``fp16`` needs CUDA,
+    for its loss scaling (GradScaler)."""
+    choices = {"auto": torch.bfloat16 if device.type == "cuda" else None, "bf16": torch.bfloat16, "none": None}
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("trainer.amp=fp16 needs a CUDA device (loss scaling); use bf16, auto or none here")
+        return torch.float16
+    if amp not in choices:
+        raise ConfigError(f"trainer.amp={amp!r}: use auto, bf16, fp16 or none")
+    return choices[amp]
+
+
 class Trainer:
     """Runs training for a model on prepared data, writing everything into ``run_dir``."""
 
@@ -148,9 +163,7 @@ class Trainer:
             rows=data.train_rows,
         )
         self.state = TrainState()
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.tcfg.amp))
-        if device.type != "cuda":
-            self.autocast_dtype = None
+        self.autocast_dtype = autocast_dtype(str(self.tcfg.amp), device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.translator = Translator(
             model,

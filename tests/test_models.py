@@ -3,6 +3,7 @@ the loss, the schedules, and config validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
-from nmt.models import build_model
+from nmt.models import Seq2SeqModel, build_model, select_rows
 from nmt.models.attention import AdditiveAttention, LuongAttention
 from nmt.models.rnn_encoder import reverse_padded
 
@@ -126,6 +127,57 @@ def test_incremental_decoding_matches_teacher_forcing(name):
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
     assert att.shape == (3, 6, src.size(1))
     assert torch.all(att[2, :, 3:] == 0)
+
+
+def _leaves(obj: object, path: str = "") -> list[tuple[str, object]]:
+    """Every tensor or plain value inside a memory / state, by its path through dataclasses, lists and tuples."""
+    if dataclasses.is_dataclass(obj):
+        return [leaf for f in dataclasses.fields(obj) for leaf in _leaves(getattr(obj, f.name), f"{path}.{f.name}")]
+    if isinstance(obj, list | tuple):
+        return [leaf for i, v in enumerate(obj) for leaf in _leaves(v, f"{path}[{i}]")]
+    return [(path, obj)]
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_select_rows_reorders_every_tensor_of_memory_and_state(name):
+    """Beam search relies on this without knowing the architecture: every tensor field (also inside the
+    Transformer's per-layer caches) is batch-first and gets reordered, plain values like the step stay."""
+    model = build_model(TINY[name], 40, 40, shared_vocab=True).eval()
+    src, lengths = _batch()
+    memory = model.encode(src, lengths)
+    state = initial = model.init_state(memory)
+    for t in range(2):
+        _, state, _ = model.decode(torch.full((3, 1), 5 + t), memory, state)
+    index = torch.tensor([2, 0, 2, 1])  # reorders and repeats rows, as beam search does
+    for obj in (memory, initial, state):
+        picked = select_rows(obj, index)
+        assert type(picked) is type(obj)
+        before, after = _leaves(obj), _leaves(picked)
+        assert [path for path, _ in after] == [path for path, _ in before]
+        for (path, old), (_, new) in zip(before, after):
+            if isinstance(old, torch.Tensor):
+                assert old.size(0) == 3 and torch.equal(new, old[index]), path
+            else:
+                assert new == old, path
+    assert any(isinstance(v, torch.Tensor) for _, v in _leaves(state))
+    if name.startswith(("transformer", "luong")):
+        assert select_rows(state, index).step == state.step == 2
+
+
+def test_model_dim_must_be_set():
+    """The Noam schedule scales with model_dim; a model that did not set it used to inherit 512 silently."""
+
+    class Forgetful(Seq2SeqModel):
+        def encode(self, src, src_lengths): ...
+
+        def init_state(self, memory): ...
+
+        def decode(self, prev_tokens, memory, state, need_attention=False): ...
+
+    with pytest.raises(TypeError, match="model_dim"):
+        Forgetful()
+    dims = {"transformer": 32, "rnnsearch": 24, "rnnencdec": 24, "luong": 24}
+    assert {name: build_model(TINY[name], 40, 40, shared_vocab=True).model_dim for name in dims} == dims
 
 
 def test_inapplicable_option_is_refused():

@@ -7,36 +7,46 @@ A model encodes a padded source batch once, then decodes target tokens with an e
     logits, state, attention = model.decode(prev_tokens, memory, state)
 
 ``decode`` takes the *new* tokens after those already folded into ``state``: the full shifted target
-during training (teacher forcing, one call), or one token per call during search. Every tensor inside
-``memory`` and ``state`` has the batch (or beam) as dimension 0, so beam search reorders or shrinks
-them with :func:`select_rows` without knowing the architecture.
+during training (teacher forcing, one call), or one token per call during search. Each architecture
+types its own ``memory`` (a subclass of :class:`EncoderOutput`) and ``state`` (a dataclass). Every
+tensor inside them, also inside lists and tuples, has the batch (or beam) as dimension 0, so beam search
+reorders or shrinks them with :func:`select_rows` without knowing the architecture; plain values such as
+the decoder's step counter are the same for every row, and select_rows leaves them as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from torch import Tensor, nn
 
 
 @dataclass
 class EncoderOutput:
-    """Encoder result for a batch.
+    """Encoder result for a batch; architectures subclass it with what their decoder reads."""
 
-    states: (B, S, H) per-position encoder states (annotations); mask: (B, S) True at real tokens.
-    extra: architecture-specific batch-first tensors (e.g. the RNN encoder's final states).
-    """
+    states: Tensor  # (B, S, H) per-position encoder states (annotations)
+    mask: Tensor  # (B, S) True at real source tokens
 
-    states: Tensor
-    mask: Tensor
-    extra: dict[str, Any] = field(default_factory=dict)
+
+MemoryT = TypeVar("MemoryT", bound=EncoderOutput)  # an architecture's encoder output
+StateT = TypeVar("StateT")  # an architecture's decoder state (a dataclass)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once per class: beam search rebuilds the memory and state at
+    every step, and ``dataclasses.fields`` / ``replace`` on each call cost more than the traversal itself."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def select_rows(obj: Any, index: Tensor) -> Any:
-    """Index dimension 0 of every tensor inside a (nested) memory/state structure."""
+    """Index dimension 0 of every tensor inside a (nested) memory/state structure; other values stay as
+    they are. A dataclass is rebuilt through its constructor (every field must be an ``__init__`` argument)."""
     if obj is None:
         return None
     if isinstance(obj, Tensor):
@@ -46,33 +56,36 @@ def select_rows(obj: Any, index: Tensor) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(select_rows(v, index) for v in obj)
     if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(
-            obj, **{f.name: select_rows(getattr(obj, f.name), index) for f in dataclasses.fields(obj)}
-        )
+        return type(obj)(**{name: select_rows(getattr(obj, name), index) for name in _field_names(type(obj))})
     return obj
 
 
-class Seq2SeqModel(nn.Module, ABC):
-    """Base class of every architecture; subclasses implement encode / init_state / decode."""
+class Seq2SeqModel(nn.Module, ABC, Generic[MemoryT, StateT]):
+    """Base class of every architecture; subclasses implement model_dim / encode / init_state / decode."""
 
     pad_id: int = 0
-    model_dim: int = 512  # the size the Noam schedule scales with (d_model or the RNN hidden size)
     max_positions: int | None = None  # longest target the decoder can handle, if it has a limit
     has_attention: bool = True  # False: decode's weights are a placeholder, not something to plot
 
+    @property
     @abstractmethod
-    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    def model_dim(self) -> int:
+        """The size the Noam schedule scales with (d_model or the RNN hidden size); no default, so that a
+        new model cannot silently train with another model's learning rate."""
+
+    @abstractmethod
+    def encode(self, src: Tensor, src_lengths: Tensor) -> MemoryT:
         """src: (B, S) token ids ending in EOS, right-padded; src_lengths: (B,)."""
 
     @abstractmethod
-    def init_state(self, memory: EncoderOutput) -> Any:
+    def init_state(self, memory: MemoryT) -> StateT:
         """Decoder state before the first target token: batch-first tensors (reordered by beam search) and
         plain values such as a step counter (left as they are)."""
 
     @abstractmethod
     def decode(
-        self, prev_tokens: Tensor, memory: EncoderOutput, state: Any, need_attention: bool = False
-    ) -> tuple[Tensor, Any, Tensor | None]:
+        self, prev_tokens: Tensor, memory: MemoryT, state: StateT, need_attention: bool = False
+    ) -> tuple[Tensor, StateT, Tensor | None]:
         """prev_tokens: (B, T) new target-side inputs.
 
         Returns logits (B, T, V), the updated state, and, if ``need_attention``, source attention

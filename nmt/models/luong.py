@@ -46,8 +46,28 @@ class LuongConfig:
     init: str = "paper"  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
 
 
+@dataclass
+class LuongMemory(EncoderOutput):
+    """The encoder output in source order (states (B, S, H) h_s) and what the decoder starts from."""
+
+    h0: Tensor  # (B, L, H) the encoder's final hidden state of each layer, batch first
+    c0: Tensor  # (B, L, H) its final cell state
+    keys: Tensor  # (B, S, H) h_s projected once for the score function (h_s itself without attention)
+    lengths: Tensor  # (B,) source lengths S, EOS included, that bound the local attention windows
+
+
+@dataclass
+class LuongState:
+    """Decoder state after the tokens decoded so far."""
+
+    h: Tensor  # (B, L, H) LSTM hidden state of each layer, batch first
+    c: Tensor  # (B, L, H) LSTM cell state
+    feed: Tensor  # (B, H) h~_{t-1}, fed to the next input (zeros before the first token)
+    step: int  # target positions decoded so far (the position t of the next token); not per row
+
+
 @register_model("luong", LuongConfig)
-class LuongNMT(Seq2SeqModel):
+class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
     def __init__(self, cfg: LuongConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
         super().__init__()
         att = cfg.attention
@@ -60,7 +80,7 @@ class LuongNMT(Seq2SeqModel):
             )
         self.cfg = cfg
         self.has_attention = att.kind != "none"
-        self.model_dim = h = cfg.hidden_dim
+        h = cfg.hidden_dim
         drop_between = cfg.dropout if cfg.layers > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
@@ -75,7 +95,11 @@ class LuongNMT(Seq2SeqModel):
         self.W_s = nn.Linear(h, tgt_vocab_size)
         initialize(self, cfg.init, luong_init)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    @property
+    def model_dim(self) -> int:
+        return self.cfg.hidden_dim
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> LuongMemory:
         tokens = reverse_padded(src, src_lengths) if self.cfg.reverse_source else src
         emb = dropout(self.src_embed(tokens), self.cfg.dropout, self.training)
         states, (h, c) = run_packed(self.encoder, emb, src_lengths)  # states (B, S, H); h, c (L, B, H)
@@ -83,28 +107,29 @@ class LuongNMT(Seq2SeqModel):
             index = reverse_padded(torch.arange(src.size(1), device=src.device).expand_as(src), src_lengths)
             states = states.gather(1, index[..., None].expand_as(states))
         keys = self.attention.project_keys(states) if self.attention is not None else states
-        extra = {"h0": h.transpose(0, 1), "c0": c.transpose(0, 1), "keys": keys, "lengths": src_lengths}
-        return EncoderOutput(states, src != self.pad_id, extra)
+        return LuongMemory(
+            states, src != self.pad_id, h0=h.transpose(0, 1), c0=c.transpose(0, 1), keys=keys, lengths=src_lengths
+        )
 
-    def init_state(self, memory: EncoderOutput) -> dict:
+    def init_state(self, memory: LuongMemory) -> LuongState:
         feed = memory.states.new_zeros(memory.states.size(0), self.cfg.hidden_dim)
-        return {"h": memory.extra["h0"], "c": memory.extra["c0"], "feed": feed, "step": 0}
+        return LuongState(h=memory.h0, c=memory.c0, feed=feed, step=0)
 
-    def _attend(self, h_t: Tensor, memory: EncoderOutput, steps: Tensor) -> tuple[Tensor, Tensor]:
+    def _attend(self, h_t: Tensor, memory: LuongMemory, steps: Tensor) -> tuple[Tensor, Tensor]:
         """h~_t = tanh(W_c [c_t; h_t]) (B, T, H) and a_t (B, T, S) for top-layer states h_t (B, T, H)."""
         if self.attention is None:
             return h_t, uniform_attention(memory.mask, h_t.size(1))
-        ctx, a_t = self.attention(h_t, memory.extra["keys"], memory.states, memory.mask, memory.extra["lengths"], steps)
+        ctx, a_t = self.attention(h_t, memory.keys, memory.states, memory.mask, memory.lengths, steps)
         return torch.tanh(self.W_c(torch.cat([ctx, h_t], dim=-1))), a_t
 
     def decode(
-        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict, need_attention: bool = False
-    ) -> tuple[Tensor, dict, Tensor | None]:
+        self, prev_tokens: Tensor, memory: LuongMemory, state: LuongState, need_attention: bool = False
+    ) -> tuple[Tensor, LuongState, Tensor | None]:
         emb = dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, E)
-        step, length = state["step"], prev_tokens.size(1)
+        step, length = state.step, prev_tokens.size(1)
         steps = torch.arange(step, step + length, device=prev_tokens.device)
-        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
-        feed = state["feed"]
+        hc = (state.h.transpose(0, 1).contiguous(), state.c.transpose(0, 1).contiguous())
+        feed = state.feed
         if not self.cfg.input_feed:  # the whole target runs through the LSTM in one call
             h_top, hc = self.decoder(emb, hc)
             h_tilde, a_t = self._attend(h_top, memory, steps)
@@ -119,5 +144,5 @@ class LuongNMT(Seq2SeqModel):
                 atts.append(a)
             h_tilde, a_t = torch.cat(outs, 1), torch.cat(atts, 1)
         logits = self.W_s(dropout(h_tilde, self.cfg.dropout, self.training))
-        new_state = {"h": hc[0].transpose(0, 1), "c": hc[1].transpose(0, 1), "feed": feed, "step": step + length}
+        new_state = LuongState(h=hc[0].transpose(0, 1), c=hc[1].transpose(0, 1), feed=feed, step=step + length)
         return logits, new_state, (a_t if need_attention else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -48,13 +49,43 @@ class RNNSearchConfig:
     init: str = "paper"  # paper: App. B.1 (orthogonal recurrent matrices, N(0, 0.01^2), ...) | pytorch: its defaults
 
 
-class GRUDecoderModel(Seq2SeqModel):
+@dataclass
+class GRUMemory(EncoderOutput):
+    """What the shared decoder needs from either encoder: its initial state."""
+
+    s0: Tensor  # (B, n) s_0
+
+
+@dataclass
+class RNNSearchMemory(GRUMemory):
+    """RNNsearch's encoder output; states are the annotations h_j (B, S, 2n)."""
+
+    keys: Tensor  # (B, S, n') U_a h_j, precomputed once for every decoding step
+
+
+@dataclass
+class RNNEncDecMemory(GRUMemory):
+    """RNNencdec's encoder output; the decoder reads only the summary c (states serve the attention dumps)."""
+
+    c: Tensor  # (B, n) the source summary c = tanh(V h_T)
+
+
+@dataclass
+class GRUState:
+    """The shared decoder's state."""
+
+    s: Tensor  # (B, n) s_{i-1}, the GRU state after the tokens decoded so far
+
+
+GRUMemoryT = TypeVar("GRUMemoryT", bound=GRUMemory)
+
+
+class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
     """The shared decoder; subclasses provide ``encode`` and the per-step context."""
 
     def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, context_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.model_dim = cfg.hidden_dim
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.cell = nn.GRUCell(cfg.embed_dim + context_dim, cfg.hidden_dim)
@@ -64,11 +95,15 @@ class GRUDecoderModel(Seq2SeqModel):
         self.C_o = nn.Linear(context_dim, out, bias=False)
         self.W_o = nn.Linear(cfg.maxout_dim, tgt_vocab_size)
 
-    def init_state(self, memory: EncoderOutput) -> dict[str, Tensor]:
-        return {"s": memory.extra["s0"]}
+    @property
+    def model_dim(self) -> int:
+        return self.cfg.hidden_dim
+
+    def init_state(self, memory: GRUMemoryT) -> GRUState:
+        return GRUState(s=memory.s0)
 
     @abstractmethod
-    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
+    def context(self, s_prev: Tensor, memory: GRUMemoryT) -> tuple[Tensor, Tensor]:
         """c_i (B, C) and the attention weights (B, S) for decoder state s_{i-1} (B, n)."""
 
     def deep_output(self, s: Tensor, emb: Tensor, ctx: Tensor) -> Tensor:
@@ -78,10 +113,10 @@ class GRUDecoderModel(Seq2SeqModel):
         return self.W_o(dropout(t, self.cfg.dropout, self.training))
 
     def decode(
-        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict[str, Tensor], need_attention: bool = False
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        self, prev_tokens: Tensor, memory: GRUMemoryT, state: GRUState, need_attention: bool = False
+    ) -> tuple[Tensor, GRUState, Tensor | None]:
         emb = dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, m)
-        s = state["s"]
+        s = state.s
         states, contexts, alphas = [], [], []
         for i in range(prev_tokens.size(1)):
             c, alpha = self.context(s, memory)
@@ -91,11 +126,11 @@ class GRUDecoderModel(Seq2SeqModel):
             alphas.append(alpha)
         logits = self.deep_output(torch.stack(states, 1), emb, torch.stack(contexts, 1))
         attention = torch.stack(alphas, 1) if need_attention else None
-        return logits, {"s": s}, attention
+        return logits, GRUState(s=s), attention
 
 
 @register_model("rnnsearch", RNNSearchConfig)
-class RNNSearch(GRUDecoderModel):
+class RNNSearch(GRUDecoderModel[RNNSearchMemory]):
     """Bahdanau et al. (2014) RNNsearch: bidirectional GRU encoder + additive attention."""
 
     def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
@@ -105,20 +140,20 @@ class RNNSearch(GRUDecoderModel):
         self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
         initialize(self, cfg.init, bahdanau_init)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> RNNSearchMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
         annotations, _ = run_packed(self.encoder, emb, src_lengths)  # (B, S, 2n)
         backward_first = annotations[:, 0, self.cfg.hidden_dim :]  # bwd h_1: the backward RNN's last state
         s0 = torch.tanh(self.W_s(backward_first))
         keys = self.attention.project_keys(annotations)
-        return EncoderOutput(annotations, src != self.pad_id, {"s0": s0, "keys": keys})
+        return RNNSearchMemory(annotations, src != self.pad_id, s0=s0, keys=keys)
 
-    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
-        return self.attention(s_prev, memory.extra["keys"], memory.states, memory.mask)
+    def context(self, s_prev: Tensor, memory: RNNSearchMemory) -> tuple[Tensor, Tensor]:
+        return self.attention(s_prev, memory.keys, memory.states, memory.mask)
 
 
 @register_model("rnnencdec", RNNSearchConfig)
-class RNNEncDec(GRUDecoderModel):
+class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
     """Cho et al. (2014) RNN Encoder-Decoder: a fixed-length summary c instead of attention.
 
     Its "attention" output is uniform over the real source positions (the decoder looks at all of the
@@ -134,11 +169,11 @@ class RNNEncDec(GRUDecoderModel):
         self.V_init = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         initialize(self, cfg.init, bahdanau_init)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> RNNEncDecMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
         states, h_last = run_packed(self.encoder, emb, src_lengths)
         c = torch.tanh(self.V(h_last[-1]))  # (B, n)
-        return EncoderOutput(states, src != self.pad_id, {"c": c, "s0": torch.tanh(self.V_init(c))})
+        return RNNEncDecMemory(states, src != self.pad_id, s0=torch.tanh(self.V_init(c)), c=c)
 
-    def context(self, s_prev: Tensor, memory: EncoderOutput) -> tuple[Tensor, Tensor]:
-        return memory.extra["c"], uniform_attention(memory.mask, 1).squeeze(1)
+    def context(self, s_prev: Tensor, memory: RNNEncDecMemory) -> tuple[Tensor, Tensor]:
+        return memory.c, uniform_attention(memory.mask, 1).squeeze(1)

@@ -5,8 +5,9 @@ Sinusoidal positions (Sec. 3.5), embeddings scaled by sqrt(d_model) (Sec. 3.4), 
 kernels where the device has them), post-norm residual blocks as in the paper or pre-norm as an option,
 and tied source / target / output embeddings over a joint vocabulary (Sec. 3.4).
 
-Incremental decoding caches each decoder layer's self-attention keys and values in the state; the
-encoder-side keys and values of every cross-attention are computed once in ``encode``.
+Incremental decoding caches each decoder layer's self-attention keys and values in the state
+(``TransformerState``); the encoder-side keys and values of every cross-attention are computed once in
+``encode`` (``TransformerMemory``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from nmt.errors import ConfigError
 from nmt.models import register_model
 from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
+
+KeysValues = tuple[Tensor, Tensor]  # keys and values of one attention, each (B, h, L, d_k)
 
 
 @dataclass
@@ -41,6 +44,29 @@ class TransformerConfig:
     share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
     tie_output: bool = True  # output projection = target embedding matrix
     max_positions: int = 1024  # size of the sinusoid table
+
+
+@dataclass
+class TransformerMemory(EncoderOutput):
+    """The encoder output plus what every decoding step would otherwise recompute from it."""
+
+    cross_kv: tuple[KeysValues, ...]  # per decoder layer: its cross-attention's keys and values, each (B, h, S, d_k)
+
+
+@dataclass
+class LayerCache:
+    """One decoder layer's self-attention keys and values of the target positions decoded so far."""
+
+    k: Tensor | None = None  # (B, h, T, d_k); None before the first position
+    v: Tensor | None = None  # (B, h, T, d_k)
+
+
+@dataclass
+class TransformerState:
+    """Decoder state: the per-layer caches and the position the next token takes."""
+
+    step: int  # target positions decoded so far (the sinusoid offset of the next token); not per row
+    layers: list[LayerCache]  # one per decoder layer
 
 
 def sinusoids(length: int, dim: int) -> Tensor:
@@ -70,7 +96,7 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
-    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def keys_values(self, x: Tensor) -> KeysValues:
         """Project (B, L, d_model) to keys and values, each (B, h, L, d_k)."""
         k, v = self.kv_proj(x).chunk(2, dim=-1)
         return self.split_heads(k), self.split_heads(v)
@@ -148,32 +174,33 @@ class DecoderLayer(nn.Module):
         self.res_cross = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
         self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
 
-    def _self_attention(self, h: Tensor, cache: dict[str, Tensor]) -> tuple[Tensor, None]:
-        """Masked self-attention over cached + new positions; extends the cache in place."""
+    def _self_attention(self, h: Tensor, cache: LayerCache) -> tuple[Tensor, LayerCache]:
+        """Masked self-attention over cached + new positions; returns the cache extended by the new ones."""
         k, v = self.self_attn.keys_values(h)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-        cache["k"], cache["v"] = k, v
+        if cache.k is not None:
+            k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+        cache = LayerCache(k, v)
         t, total = h.size(1), k.size(2)
         if t == 1:
-            return self.self_attn(h, k, v, None, causal=False)[0], None
+            return self.self_attn(h, k, v, None, causal=False)[0], cache
         if t == total:
-            return self.self_attn(h, k, v, None, causal=True)[0], None
+            return self.self_attn(h, k, v, None, causal=True)[0], cache
         mask = torch.ones(t, total, dtype=torch.bool, device=h.device).tril(total - t)
-        return self.self_attn(h, k, v, mask, causal=False)[0], None
+        return self.self_attn(h, k, v, mask, causal=False)[0], cache
 
     def forward(
-        self, x: Tensor, cross_kv: tuple[Tensor, Tensor], src_mask: Tensor, cache: dict[str, Tensor], need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, d_model) new positions; src_mask: (B, 1, 1, S)."""
-        x, _ = self.res_self(x, lambda h: self._self_attention(h, cache))
+        self, x: Tensor, cross_kv: KeysValues, src_mask: Tensor, cache: LayerCache, need_weights: bool
+    ) -> tuple[Tensor, LayerCache, Tensor | None]:
+        """x: (B, T, d_model) new positions; src_mask: (B, 1, 1, S). Returns the output, the extended
+        cache and, if asked, the cross-attention weights (B, T, S)."""
+        x, cache = self.res_self(x, lambda h: self._self_attention(h, cache))
         x, weights = self.res_cross(x, lambda h: self.cross_attn(h, *cross_kv, src_mask, False, need_weights))
         x, _ = self.res_ffn(x, lambda h: (self.ffn(h), None))
-        return x, weights
+        return x, cache, weights
 
 
 @register_model("transformer", TransformerConfig)
-class Transformer(Seq2SeqModel):
+class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
     """Encoder-decoder Transformer implementing the shared encode / decode interface."""
 
     def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
@@ -184,7 +211,7 @@ class Transformer(Seq2SeqModel):
                 "or model.share_embeddings=false"
             )
         self.cfg = cfg
-        d = self.model_dim = cfg.d_model
+        d = cfg.d_model
         self.max_positions = cfg.max_positions
         self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=self.pad_id)
         self.src_embed = (
@@ -197,6 +224,10 @@ class Transformer(Seq2SeqModel):
         self.decoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.output_proj = None if cfg.tie_output else nn.Linear(d, tgt_vocab_size, bias=False)
         self.reset_parameters()
+
+    @property
+    def model_dim(self) -> int:
+        return self.cfg.d_model
 
     def reset_parameters(self) -> None:
         for name, p in self.named_parameters():
@@ -218,32 +249,31 @@ class Transformer(Seq2SeqModel):
         x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[offset : offset + length]
         return dropout(x, self.cfg.dropout, self.training)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerMemory:
         mask = src != self.pad_id  # (B, S)
         attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
         x = self._embed(self.src_embed, src, 0)
         for layer in self.encoder_layers:
             x = layer(x, attn_mask)
         x = self.encoder_norm(x)
-        cross_kv = [layer.cross_attn.keys_values(x) for layer in self.decoder_layers]
-        return EncoderOutput(states=x, mask=mask, extra={"cross_kv": cross_kv})
+        cross_kv = tuple(layer.cross_attn.keys_values(x) for layer in self.decoder_layers)
+        return TransformerMemory(states=x, mask=mask, cross_kv=cross_kv)
 
-    def init_state(self, memory: EncoderOutput) -> dict[str, Any]:
-        return {"step": 0, "layers": [{} for _ in self.decoder_layers]}
+    def init_state(self, memory: TransformerMemory) -> TransformerState:
+        return TransformerState(step=0, layers=[LayerCache() for _ in self.decoder_layers])
 
     def decode(
-        self, prev_tokens: Tensor, memory: EncoderOutput, state: dict[str, Any], need_attention: bool = False
-    ) -> tuple[Tensor, dict[str, Any], Tensor | None]:
-        step = state["step"]
-        caches = [dict(c) for c in state["layers"]]
-        x = self._embed(self.tgt_embed, prev_tokens, step)
+        self, prev_tokens: Tensor, memory: TransformerMemory, state: TransformerState, need_attention: bool = False
+    ) -> tuple[Tensor, TransformerState, Tensor | None]:
+        x = self._embed(self.tgt_embed, prev_tokens, state.step)
         src_mask = memory.mask[:, None, None, :]
-        weights = None
+        weights, caches = None, []
         last = len(self.decoder_layers) - 1
-        for i, (layer, cache) in enumerate(zip(self.decoder_layers, caches)):
-            x, w = layer(x, memory.extra["cross_kv"][i], src_mask, cache, need_attention and i == last)
+        for i, (layer, cache, cross_kv) in enumerate(zip(self.decoder_layers, state.layers, memory.cross_kv)):
+            x, cache, w = layer(x, cross_kv, src_mask, cache, need_attention and i == last)
+            caches.append(cache)
             weights = w if w is not None else weights
         x = self.decoder_norm(x)
         proj = self.tgt_embed.weight if self.output_proj is None else self.output_proj.weight
         logits = F.linear(x, proj)
-        return logits, {"step": step + prev_tokens.size(1), "layers": caches}, weights
+        return logits, TransformerState(step=state.step + prev_tokens.size(1), layers=caches), weights
