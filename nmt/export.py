@@ -8,8 +8,8 @@ subclass, so CTranslate2's own validation, quantisation and file format apply:
 
 - post-norm (the paper's) or pre-norm layers, with the final encoder / decoder LayerNorm of pre-norm;
 - embeddings multiplied by sqrt(d_model), shared or separate, output projection tied or not;
-- our own sinusoid table, passed explicitly (CTranslate2's built-in one has another layout and starts at
-  another position);
+- our own position table, passed explicitly (CTranslate2's built-in sinusoids have another layout and
+  start at another position), or the learned one of ``model.positions=learned``;
 - self-attention Q, K, V fused in that order; cross-attention Q apart, K and V fused.
 
 The directory also holds the sentencepiece model(s) and the run's config (``nmt_config.yaml``). RNN
@@ -78,7 +78,8 @@ def transformer_spec(model: Transformer, src_pieces: list[str], tgt_pieces: list
     encoder.embeddings[0].weight = _array(model.src_embed.weight)
     decoder.embeddings.weight = _array(model.tgt_embed.weight)
     encoder.scale_embeddings = decoder.scale_embeddings = True  # x sqrt(d_model), Sec. 3.4
-    encoder.position_encodings.encodings = decoder.position_encodings.encodings = _array(model.positions)
+    encoder.position_encodings.encodings = _array(model.position_table("src"))  # sinusoids or learned
+    decoder.position_encodings.encodings = _array(model.position_table("tgt"))
     for layer, s in zip(model.encoder_layers, encoder.layer):
         _fused_self_attention(s.self_attention, layer.attn)
         _layer_norm(s.self_attention.layer_norm, layer.res_attn.norm)

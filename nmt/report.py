@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nmt.errors import ConfigError
 from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
+from nmt.models import model_config
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
 from nmt.trainer import TRAIN_LOG
 
@@ -70,23 +71,6 @@ def training_record(run_dir: Path) -> dict[str, Any]:
         "valid_bleu": round(max(bleus), 2) if bleus else None,
         "history": history,
     }
-
-
-def describe(model: DictConfig) -> str:
-    """A short human description of a model config."""
-    arch = str(model.arch)
-    if arch == "transformer":
-        return f"Transformer {model.encoder_layers}+{model.decoder_layers} layers, d {model.d_model}"
-    if arch == "luong":
-        att = model.attention
-        kind = "no attention" if att.kind == "none" else f"{att.kind} {att.score}"
-        feed = ", input feeding" if model.input_feed and att.kind != "none" else ""
-        return f"LSTM {model.layers} layers, {kind}{feed}"
-    if arch == "rnnsearch":
-        return f"bi-GRU {model.hidden_dim}, additive attention"
-    if arch == "rnnencdec":
-        return f"GRU {model.hidden_dim}, no attention"
-    return arch
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -138,7 +122,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         rows.append(
             {
                 "model": run.name,
-                "description": describe(run.cfg.model),
+                "description": model_config(run.cfg.model)[1].describe(),
                 "parameters": record["parameters"],
                 "steps": record["steps"],
                 "train_minutes": record["train_minutes"],

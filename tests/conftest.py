@@ -163,3 +163,25 @@ def torchrun_many(runs: dict[str, list[str]], port: int = 29614) -> str:
     out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=900)
     assert out.returncode == 0, out.stderr.decode()[-4000:]
     return out.stdout.decode()
+
+
+# The model configs whose values the model dataclasses used to default to (the papers' sizes): tests that
+# build small models state only what they change.
+PAPER_MODELS = {
+    "transformer": "transformer_base",
+    "rnnsearch": "rnnsearch_paper",
+    "rnnencdec": "rnnencdec_paper",
+    "luong": "luong_paper",
+}
+
+
+def model_cfg(arch: str, **overrides) -> dict:
+    """configs/model/<the paper config of ``arch``>.yaml as a dict, with ``overrides`` merged in (nested
+    dicts merge key by key), ready for ``build_model``."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose_train([f"model={PAPER_MODELS[arch]}"]).model)
+    cfg.pop("name")
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+    return cfg

@@ -81,8 +81,8 @@ def test_int8_export_scores_within_half_a_bleu_of_float32(tiny_checkpoint, tmp_p
 
 @pytest.mark.parametrize(
     "layout",
-    [{"pre_norm": False}, {"pre_norm": True}, {"pre_norm": True, "tie_output": False}],
-    ids=["post-norm", "pre-norm", "pre-norm-untied"],
+    [{"pre_norm": False}, {"pre_norm": True}, {"pre_norm": True, "tie_output": False}, {"positions": "learned"}],
+    ids=["post-norm", "pre-norm", "pre-norm-untied", "learned-positions"],
 )
 def test_every_layout_scores_like_pytorch(layout, tiny_checkpoint, tmp_path):
     """A random model of each layout, exported: CTranslate2's log-probabilities of the references equal

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import model_cfg
 
 from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
@@ -19,24 +20,16 @@ torch.manual_seed(0)
 
 SEQS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15, 16], [17, 18]]
 TINY = {
-    "transformer": {
-        "arch": "transformer",
-        "d_model": 32,
-        "ff_dim": 64,
-        "heads": 4,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-    },
-    "rnnsearch": {"arch": "rnnsearch", "embed_dim": 16, "hidden_dim": 24, "attention_dim": 20, "maxout_dim": 12},
-    "rnnencdec": {"arch": "rnnencdec", "embed_dim": 16, "hidden_dim": 24, "maxout_dim": 12},
-    "luong": {
-        "arch": "luong",
-        "embed_dim": 16,
-        "hidden_dim": 24,
-        "layers": 2,
-        "attention": {"score": "concat", "kind": "local_p", "window": 2},
-    },
-    "luong-nofeed": {"arch": "luong", "embed_dim": 16, "hidden_dim": 24, "layers": 2, "input_feed": False},
+    "transformer": model_cfg("transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2),
+    "rnnsearch": model_cfg("rnnsearch", embed_dim=16, hidden_dim=24, attention_dim=20, maxout_dim=12),
+    "rnnencdec": model_cfg("rnnencdec", embed_dim=16, hidden_dim=24, maxout_dim=12),
+    "luong": model_cfg(
+        "luong", embed_dim=16, hidden_dim=24, layers=2, attention={"score": "concat", "kind": "local_p", "window": 2}
+    ),
+    "luong-nofeed": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, input_feed=False),
+    "transformer-learned-positions": model_cfg(
+        "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, positions="learned"
+    ),
 }
 
 
@@ -195,8 +188,13 @@ def test_bahdanau_initialisation_is_appendix_b1(arch):
     """Recurrent matrices orthogonal (per gate), W_a / U_a ~ N(0, 0.001^2), v_a and biases 0, the rest
     (embeddings included) ~ N(0, 0.01^2)."""
     torch.manual_seed(0)
-    sizes = {"embed_dim": 48, "hidden_dim": 64, "attention_dim": 64, "maxout_dim": 32}
-    model = build_model({"arch": arch, **sizes}, 500, 500, shared_vocab=False)
+    sizes = {
+        "embed_dim": 48,
+        "hidden_dim": 64,
+        "maxout_dim": 32,
+        **({"attention_dim": 64} if arch == "rnnsearch" else {}),
+    }
+    model = build_model(model_cfg(arch, **sizes), 500, 500, shared_vocab=False)
     for name, p in model.named_parameters():
         p, leaf = p.detach(), name.rsplit(".", 1)[-1]
         if leaf.startswith("bias") or name.endswith("v_a.weight"):
@@ -210,14 +208,51 @@ def test_bahdanau_initialisation_is_appendix_b1(arch):
             assert abs(float(rows.std()) / expected - 1) < 0.1 and abs(float(rows.mean())) < expected / 10, name
             if "embed" in name:
                 assert torch.all(p[0] == 0), name
-    assert build_model({"arch": arch, **sizes, "init": "pytorch"}, 500, 500, False).W_o.bias.abs().sum() > 0
+    assert build_model(model_cfg(arch, **sizes, init="pytorch"), 500, 500, False).W_o.bias.abs().sum() > 0
 
 
 def test_luong_initialisation_is_uniform_everywhere():
     """Luong et al. Sec. 4.1: every parameter, embeddings included, uniform in [-0.1, 0.1]."""
     torch.manual_seed(0)
-    model = build_model({"arch": "luong", "embed_dim": 48, "hidden_dim": 64, "layers": 2}, 500, 500, False)
+    model = build_model(model_cfg("luong", embed_dim=48, hidden_dim=64, layers=2), 500, 500, False)
     for name, p in model.named_parameters():
         values = p.detach()[1:] if "embed" in name else p.detach()
         assert float(values.abs().max()) <= 0.1, name
         assert abs(float(values.std()) / (0.1 / math.sqrt(3)) - 1) < 0.15, name  # std of U(-0.1, 0.1)
+
+
+def test_every_option_comes_from_the_yaml_and_a_missing_one_is_named():
+    """The model dataclasses hold no defaults (the YAML is the one place), so leaving one out fails loudly."""
+    cfg = dict(TINY["rnnsearch"])
+    del cfg["attention_dim"]
+    with pytest.raises(ConfigError, match=r"model \(rnnsearch\): option\(s\) attention_dim missing"):
+        build_model(cfg, 40, 40, shared_vocab=True)
+
+
+def test_retired_options_of_old_checkpoints_are_dropped():
+    """rnnencdec configs written before it had its own config carried an unused attention_dim."""
+    model = build_model({**TINY["rnnencdec"], "attention_dim": 256}, 40, 40, shared_vocab=True)
+    assert not hasattr(model.cfg, "attention_dim")
+    with pytest.raises(ConfigError, match="attention_dim do not apply"):
+        build_model({**TINY["transformer"], "attention_dim": 256}, 40, 40, shared_vocab=True)
+
+
+def test_every_model_config_describes_itself():
+    from nmt.models import model_config
+
+    described = {name: model_config(cfg)[1].describe() for name, cfg in TINY.items()}
+    assert described["transformer"] == "Transformer 2+2 layers, d 32"
+    assert described["rnnsearch"] == "bi-GRU 24, additive attention"
+    assert described["rnnencdec"] == "GRU 24, no attention"
+    assert described["luong"] == "LSTM 2 layers, local_p concat, input feeding"
+
+
+def test_learned_positions_are_trained_tables_per_side():
+    model = build_model(TINY["transformer-learned-positions"], 40, 40, shared_vocab=True)
+    assert model.position_table("src") is model.src_positions.weight
+    assert model.position_table("tgt") is model.tgt_positions.weight
+    assert model.src_positions.weight.requires_grad
+    sinusoidal = build_model(TINY["transformer"], 40, 40, shared_vocab=True)
+    assert sinusoidal.src_positions is None and sinusoidal.position_table("tgt") is sinusoidal.positions
+    with pytest.raises(ConfigError, match="model.positions='rotary': use sinusoidal or learned"):
+        build_model({**TINY["transformer"], "positions": "rotary"}, 40, 40, shared_vocab=True)

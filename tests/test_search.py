@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import model_cfg
 
 from nmt import search
 from nmt.data.batching import collate, pad_sequences
@@ -15,7 +16,7 @@ from nmt.models import Seq2SeqModel, build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
 from nmt.translator import Translator
 
-MODEL = {"arch": "transformer", "d_model": 32, "ff_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1}
+MODEL = model_cfg("transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=1, decoder_layers=1)
 
 
 def _setup():
@@ -110,9 +111,9 @@ def test_beam_stops_once_no_live_hypothesis_can_win():
 
 ARCHS = {
     "transformer": MODEL,
-    "rnnsearch": {"arch": "rnnsearch", "embed_dim": 16, "hidden_dim": 16, "attention_dim": 16, "maxout_dim": 16},
-    "rnnencdec": {"arch": "rnnencdec", "embed_dim": 16, "hidden_dim": 16, "attention_dim": 16, "maxout_dim": 16},
-    "luong": {"arch": "luong", "embed_dim": 16, "hidden_dim": 16, "layers": 1},
+    "rnnsearch": model_cfg("rnnsearch", embed_dim=16, hidden_dim=16, attention_dim=16, maxout_dim=16),
+    "rnnencdec": model_cfg("rnnencdec", embed_dim=16, hidden_dim=16, maxout_dim=16),
+    "luong": model_cfg("luong", embed_dim=16, hidden_dim=16, layers=1),
 }
 
 

@@ -354,8 +354,10 @@ def test_cli_reports_bad_options(tiny_checkpoint):
         timeout=120,
     )
     assert out.returncode == 2
-    assert out.stderr.decode().strip().endswith(
-        "nmt-serve: error: search.n_best=2: nmt-serve returns one translation per line (n_best=1)"
+    assert (
+        out.stderr.decode()
+        .strip()
+        .endswith("nmt-serve: error: search.n_best=2: nmt-serve returns one translation per line (n_best=1)")
     )
 
 
@@ -382,8 +384,10 @@ def test_page_translates_in_a_headless_browser(server, expected, tmp_path):
         shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".translation")]
         assert shown == [expected[s] for s in sentences]
         maps = driver.find_elements(By.CSS_SELECTOR, "table.heatmap")
-        drawn = [(len(m.find_elements(By.CSS_SELECTOR, "th.row")), len(m.find_elements(By.CSS_SELECTOR, "th.col")))
-                 for m in maps]
+        drawn = [
+            (len(m.find_elements(By.CSS_SELECTOR, "th.row")), len(m.find_elements(By.CSS_SELECTOR, "th.col")))
+            for m in maps
+        ]
         assert drawn == shape
         assert [len(m.find_elements(By.CSS_SELECTOR, "td.cell")) for m in maps] == [r * c for r, c in shape]
         screenshot = tmp_path / "serve.png"

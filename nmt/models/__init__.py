@@ -2,6 +2,9 @@
 
 The Hydra ``model`` group picks the architecture by ``model.arch``; every other key of that group must
 be a field of the architecture's config dataclass, so a misspelt or inapplicable option fails loudly.
+The YAML files in configs/model/ are the one place that holds the values: the dataclass fields have no
+defaults, so a missing option fails loudly too. A config class may list ``RETIRED`` options that earlier
+versions wrote into checkpoints; they are dropped, so old checkpoints still load.
 """
 
 from __future__ import annotations
@@ -33,11 +36,18 @@ def _to_dataclass(config_cls: type, values: dict[str, Any], where: str) -> Any:
     """Instantiate a (nested) config dataclass, naming any key it does not have."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     hints = typing.get_type_hints(config_cls)
+    values = {k: v for k, v in values.items() if k not in getattr(config_cls, "RETIRED", ())}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
             f"{where}: option(s) {', '.join(unknown)} do not apply to this model; "
             f"valid options: {', '.join(sorted(fields))}"
+        )
+    missing = sorted(f.name for f in dataclasses.fields(config_cls) if f.name not in values and _required(f))
+    if missing:
+        raise ConfigError(
+            f"{where}: option(s) {', '.join(missing)} missing; every option of a model is set in its "
+            "configs/model/*.yaml (start from one of those: model=<name>)"
         )
     kwargs = {}
     for k, v in values.items():
@@ -45,6 +55,10 @@ def _to_dataclass(config_cls: type, values: dict[str, Any], where: str) -> Any:
             v = _to_dataclass(hints[k], v, f"{where}.{k}")
         kwargs[k] = v
     return config_cls(**kwargs)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def model_config(model_cfg: DictConfig | dict) -> tuple[str, Any]:

@@ -12,7 +12,7 @@ the "base / + reverse / + dropout" rows of its Table 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -28,22 +28,30 @@ from nmt.models.rnn_encoder import reverse_padded, run_packed
 
 @dataclass
 class LuongAttentionConfig:
-    score: str = "general"  # dot | general | concat | location (Eq. 8)
-    kind: str = "global"  # global | local_m | local_p (Sec. 3.1-3.2) | none (no attention)
-    window: int = 10  # D: local window [p_t - D, p_t + D]; sigma = D / 2
-    max_src_len: int = 128  # location score only: number of source positions W_loc can address
+    score: str  # dot | general | concat | location (Eq. 8)
+    kind: str  # global | local_m | local_p (Sec. 3.1-3.2) | none (no attention)
+    window: int  # D: local window [p_t - D, p_t + D]; sigma = D / 2
+    max_src_len: int  # location score only: number of source positions W_loc can address
 
 
 @dataclass
 class LuongConfig:
-    embed_dim: int = 1000
-    hidden_dim: int = 1000
-    layers: int = 4
-    dropout: float = 0.2  # between LSTM layers and before the softmax (Sec. 4.1, Zaremba et al. 2015)
-    reverse_source: bool = True
-    input_feed: bool = True
-    attention: LuongAttentionConfig = field(default_factory=LuongAttentionConfig)
-    init: str = "paper"  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
+    """Values come from configs/model/luong*.yaml (the one place for defaults); every field is required."""
+
+    embed_dim: int
+    hidden_dim: int
+    layers: int
+    dropout: float  # between LSTM layers and before the softmax (Sec. 4.1, Zaremba et al. 2015)
+    reverse_source: bool
+    input_feed: bool
+    attention: LuongAttentionConfig
+    init: str  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
+
+    def describe(self) -> str:
+        att = self.attention
+        kind = "no attention" if att.kind == "none" else f"{att.kind} {att.score}"
+        feed = ", input feeding" if self.input_feed and att.kind != "none" else ""
+        return f"LSTM {self.layers} layers, {kind}{feed}"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -37,16 +37,32 @@ from nmt.models.rnn_encoder import run_packed
 
 
 @dataclass
-class RNNSearchConfig:
-    """Sizes in the paper's notation: m (embedding), n (hidden), n' (alignment), l (maxout)."""
+class RNNEncDecConfig:
+    """The shared decoder's sizes in the paper's notation: m (embedding), n (hidden), l (maxout). Values
+    come from configs/model/*.yaml (the one place for defaults); every field is required."""
 
-    embed_dim: int = 620  # m
-    hidden_dim: int = 1000  # n
-    attention_dim: int = 1000  # n' (RNNsearch only)
-    maxout_dim: int = 500  # l: size of t_i
-    maxout: bool = True
-    dropout: float = 0.0  # on embeddings and t_i (not in the paper, which uses none)
-    init: str = "paper"  # paper: App. B.1 (orthogonal recurrent matrices, N(0, 0.01^2), ...) | pytorch: its defaults
+    embed_dim: int  # m
+    hidden_dim: int  # n
+    maxout_dim: int  # l: size of t_i
+    maxout: bool  # false: t_i = tanh(...) instead of the maxout
+    dropout: float  # on embeddings and t_i (not in the paper, which uses none)
+    init: str  # paper: App. B.1 (orthogonal recurrent matrices, N(0, 0.01^2), ...) | pytorch: its defaults
+
+    # Written by earlier versions into stored configs, dropped when those load (the unused attention size).
+    RETIRED: ClassVar[tuple[str, ...]] = ("attention_dim",)
+
+    def describe(self) -> str:
+        return f"GRU {self.hidden_dim}, no attention"
+
+
+@dataclass
+class RNNSearchConfig(RNNEncDecConfig):
+    attention_dim: int  # n': size of W_a s_{i-1} + U_a h_j (Eq. 6)
+
+    RETIRED: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self) -> str:
+        return f"bi-GRU {self.hidden_dim}, additive attention"
 
 
 @dataclass
@@ -83,7 +99,7 @@ GRUMemoryT = TypeVar("GRUMemoryT", bound=GRUMemory)
 class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
     """The shared decoder; subclasses provide ``encode`` and the per-step context."""
 
-    def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, context_dim: int):
+    def __init__(self, cfg: RNNEncDecConfig, src_vocab_size: int, tgt_vocab_size: int, context_dim: int):
         super().__init__()
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
@@ -152,7 +168,7 @@ class RNNSearch(GRUDecoderModel[RNNSearchMemory]):
         return self.attention(s_prev, memory.keys, memory.states, memory.mask)
 
 
-@register_model("rnnencdec", RNNSearchConfig)
+@register_model("rnnencdec", RNNEncDecConfig)
 class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
     """Cho et al. (2014) RNN Encoder-Decoder: a fixed-length summary c instead of attention.
 
@@ -162,7 +178,7 @@ class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
 
     has_attention = False
 
-    def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
+    def __init__(self, cfg: RNNEncDecConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
         super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=cfg.hidden_dim)
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
         self.V = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)

@@ -30,20 +30,27 @@ KeysValues = tuple[Tensor, Tensor]  # keys and values of one attention, each (B,
 
 @dataclass
 class TransformerConfig:
-    """Sizes follow the paper's notation: d_model, d_ff, h, N."""
+    """Sizes follow the paper's notation: d_model, d_ff, h, N. Values come from configs/model/transformer_*.yaml
+    (the one place for defaults); every field is required."""
 
-    d_model: int = 512
-    ff_dim: int = 2048
-    heads: int = 8
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    dropout: float = 0.1  # P_drop on sub-layer outputs and embedding sums (Sec. 5.4)
-    attention_dropout: float = 0.0  # on attention weights (not in the paper; fairseq's option)
-    activation_dropout: float = 0.0  # inside the feed-forward block
-    pre_norm: bool = False  # False: the paper's post-norm LayerNorm(x + Sublayer(x))
-    share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
-    tie_output: bool = True  # output projection = target embedding matrix
-    max_positions: int = 1024  # size of the sinusoid table
+    d_model: int
+    ff_dim: int  # d_ff
+    heads: int  # h
+    encoder_layers: int  # N
+    decoder_layers: int
+    dropout: float  # P_drop on sub-layer outputs and embedding sums (Sec. 5.4)
+    attention_dropout: float  # on attention weights (not in the paper; fairseq's option)
+    activation_dropout: float  # inside the feed-forward block
+    pre_norm: bool  # False: the paper's post-norm LayerNorm(x + Sublayer(x))
+    share_embeddings: bool  # one embedding for source and target (needs a joint vocabulary)
+    tie_output: bool  # output projection = target embedding matrix
+    max_positions: int  # longest source or target (EOS / BOS included)
+    # sinusoidal (Sec. 3.5) | learned: a trained embedding per side (Table 3 row E); the one default, for
+    # checkpoints written before the option existed
+    positions: str = "sinusoidal"
+
+    def describe(self) -> str:
+        return f"Transformer {self.encoder_layers}+{self.decoder_layers} layers, d {self.d_model}"
 
 
 @dataclass
@@ -217,7 +224,12 @@ class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
         self.src_embed = (
             self.tgt_embed if cfg.share_embeddings else nn.Embedding(src_vocab_size, d, padding_idx=self.pad_id)
         )
+        if cfg.positions not in ("sinusoidal", "learned"):
+            raise ConfigError(f"model.positions={cfg.positions!r}: use sinusoidal or learned")
         self.register_buffer("positions", sinusoids(cfg.max_positions, d), persistent=False)
+        learned = cfg.positions == "learned"
+        self.src_positions = nn.Embedding(cfg.max_positions, d) if learned else None
+        self.tgt_positions = nn.Embedding(cfg.max_positions, d) if learned else None
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.encoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
@@ -238,21 +250,29 @@ class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
         for emb in {self.src_embed, self.tgt_embed}:
             nn.init.normal_(emb.weight, mean=0.0, std=self.cfg.d_model**-0.5)
             nn.init.zeros_(emb.weight[self.pad_id])
+        for table in (self.src_positions, self.tgt_positions):
+            if table is not None:  # as fairseq's learned positions: N(0, d^-1/2)
+                nn.init.normal_(table.weight, mean=0.0, std=self.cfg.d_model**-0.5)
 
-    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int) -> Tensor:
-        """Scaled token embedding plus sinusoid: (B, L) -> (B, L, d_model)."""
+    def position_table(self, side: str) -> Tensor:
+        """(max_positions, d_model) position encodings of the ``src`` or ``tgt`` side."""
+        table = self.src_positions if side == "src" else self.tgt_positions
+        return self.positions if table is None else table.weight
+
+    def _embed(self, table: nn.Embedding, tokens: Tensor, offset: int, side: str) -> Tensor:
+        """Scaled token embedding plus position encoding: (B, L) -> (B, L, d_model)."""
         length = tokens.size(1)
         if offset + length > self.cfg.max_positions:
             raise ValueError(
                 f"sequence position {offset + length} exceeds model.max_positions={self.cfg.max_positions}"
             )
-        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[offset : offset + length]
+        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.position_table(side)[offset : offset + length]
         return dropout(x, self.cfg.dropout, self.training)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerMemory:
         mask = src != self.pad_id  # (B, S)
         attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
-        x = self._embed(self.src_embed, src, 0)
+        x = self._embed(self.src_embed, src, 0, "src")
         for layer in self.encoder_layers:
             x = layer(x, attn_mask)
         x = self.encoder_norm(x)
@@ -265,7 +285,7 @@ class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
     def decode(
         self, prev_tokens: Tensor, memory: TransformerMemory, state: TransformerState, need_attention: bool = False
     ) -> tuple[Tensor, TransformerState, Tensor | None]:
-        x = self._embed(self.tgt_embed, prev_tokens, state.step)
+        x = self._embed(self.tgt_embed, prev_tokens, state.step, "tgt")
         src_mask = memory.mask[:, None, None, :]
         weights, caches = None, []
         last = len(self.decoder_layers) - 1
