@@ -1,5 +1,6 @@
 """Model-level checks: the papers' score functions against direct formulas, incremental decoding,
-the loss, the schedules, and config validation."""
+typed memory / state, the papers' initialisations, and config validation (the loss, schedules and
+dropout have their own files)."""
 
 from __future__ import annotations
 
