@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --quick                 # a few minutes on 2 CPU cores
     python scripts/benchmark.py --checkpoint runs/quickstart/best.pt --json bench.json
+    python scripts/benchmark.py --models --checkpoint runs/quickstart/best.pt --ctranslate2   # decoding only
 
 Everything is measured in one process, one run, so ratios are comparable: the fp32 matmul rate of this
 machine (the roofline: the best of several rounds before and after the training steps), then for each
@@ -10,7 +11,8 @@ beam-5 decoding of test2016. Model FLOPs are counted with ``torch.utils.flop_cou
 attention and LSTM kernels it does not know) on single unpadded pairs and summed over the real pairs of
 the timed batches, so padding counts as waste, not as work. Decoding speed depends on output lengths:
 pass a trained ``--checkpoint`` for meaningful decoding numbers (an untrained model decodes to the
-length limit).
+length limit). With ``--ctranslate2`` the same weights, exported with nmt-export to CTranslate2 float32
+and int8, decode beside ours (interleaved, same threads, same sentences).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import os
 import platform
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,29 +180,43 @@ def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
     }
 
 
-def bench_decoding(translator: Translator, test, n_sent: int, label: str, repeats: int, alpha: float) -> dict:
-    """Greedy and beam-5 decoding of the first ``n_sent`` test sentences: sentences/s and output tokens/s
-    (median and range of ``repeats`` runs, greedy and beam interleaved), and the BLEU of the output."""
+def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeats: int, alpha: float) -> list[dict]:
+    """Greedy and beam-5 decoding of the first ``n_sent`` test sentences by each decoder: sentences/s and
+    output tokens/s (median and range of ``repeats`` runs; decoders and searches interleaved in every
+    round, so a slow moment of a shared machine hits all of them), and the BLEU of the output."""
     sources, references = test.sources[:n_sent], test.references[:n_sent]
-    out: dict = {"model": label, "sentences": len(sources), "length_penalty": alpha}
-    times: dict[int, list[float]] = {1: [], 5: []}
+    rows = {label: {"model": label, "sentences": len(sources), "length_penalty": alpha} for label in translators}
+    times: dict[tuple[str, int], list[float]] = {(label, beam): [] for label in translators for beam in (1, 5)}
     for _ in range(repeats):
-        for beam in times:
+        for label, beam in times:
+            translator, out = translators[label], rows[label]
             translator.search = SearchConfig(beam_size=beam, length_penalty=alpha)
             start = time.perf_counter()
             hyps = translator.translate_nbest(sources)
-            times[beam].append(time.perf_counter() - start)
-            tokens = sum(len(h[0].tokens) + 1 for h in hyps)
+            times[label, beam].append(time.perf_counter() - start)
             out[f"beam{beam}_bleu"] = round(
                 corpus_scores([translator.detokenize(h[0]) for h in hyps], references).bleu, 2
             )
-            out[f"beam{beam}_tokens"] = tokens
-    for beam, seconds in times.items():
-        rates = sorted(len(sources) / t for t in seconds)
+            out[f"beam{beam}_tokens"] = sum(len(h[0].tokens) + 1 for h in hyps)
+    for (label, beam), seconds in times.items():
+        out, rates = rows[label], sorted(len(sources) / t for t in seconds)
         out[f"beam{beam}_sent_s"] = round(float(np.median(rates)), 1)
         out[f"beam{beam}_sent_s_range"] = [round(rates[0], 1), round(rates[-1], 1)]
         out[f"beam{beam}_tok_s"] = round(out[f"beam{beam}_tokens"] / float(np.median(seconds)))
-    return out
+    return list(rows.values())
+
+
+def decoders(checkpoint: str, ctranslate2_exports: bool, work: Path) -> dict[str, Translator]:
+    """Our PyTorch decoder on ``checkpoint`` and, with ``ctranslate2_exports``, CTranslate2 float32 and int8
+    on the same weights (exported with nmt-export), all with this process's thread count."""
+    found = {f"nmt PyTorch ({Path(checkpoint).name})": Translator.from_checkpoint(checkpoint)}
+    if ctranslate2_exports:
+        from nmt.export import export_ctranslate2
+
+        for quantization in ("float32", "int8"):
+            directory = export_ctranslate2(checkpoint, work / quantization, quantization)
+            found[f"CTranslate2 {quantization}"] = Translator.from_checkpoint(directory)
+    return found
 
 
 def cpu_description() -> str:
@@ -220,6 +237,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
     parser.add_argument("--repeats", type=int, default=3, help="decoding runs per search (median and range)")
     parser.add_argument("--length-penalty", type=float, default=0.6, help="alpha of the decoding benchmark")
+    parser.add_argument(
+        "--ctranslate2", action="store_true", help="also decode the checkpoint's CTranslate2 float32 / int8 exports"
+    )
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
@@ -242,10 +262,11 @@ def main() -> None:
 
     test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
     if args.checkpoint:
-        translator = Translator.from_checkpoint(args.checkpoint)
-        label = Path(args.checkpoint).name
-        results["decoding"].append(bench_decoding(translator, test, n_sent, label, args.repeats, args.length_penalty))
-        print(json.dumps(results["decoding"][-1]), flush=True)
+        with tempfile.TemporaryDirectory() as work:
+            translators = decoders(args.checkpoint, args.ctranslate2, Path(work))
+            results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
+        for row in results["decoding"]:
+            print(json.dumps(row), flush=True)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     print(f"\n{results['machine']}; fp32 matmul roofline {results['matmul_fp32_gflop_s']} GFLOP/s\n")
@@ -258,7 +279,7 @@ def main() -> None:
         )
     if results["decoding"]:
         print(
-            "\n| checkpoint | sentences | greedy sent/s (range) | greedy tok/s | greedy BLEU "
+            "\n| decoder | sentences | greedy sent/s (range) | greedy tok/s | greedy BLEU "
             "| beam-5 sent/s (range) | beam-5 tok/s | beam-5 BLEU |\n|---|---|---|---|---|---|---|---|"
         )
         for r in results["decoding"]:

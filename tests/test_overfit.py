@@ -88,3 +88,26 @@ def test_attention_sums_to_one_and_ignores_padding(trained):
     hyps = translator.translate_nbest(de)
     for h, ids in zip(hyps, src_ids):
         assert h[0].attention.shape == (len(h[0].tokens) + 1, len(ids) + 1)
+
+
+def test_attention_dump_of_every_architecture(trained):
+    """nmt-translate attention=FILE: one JSON line per output with the (output x source) matrix; null for
+    the no-attention baseline rather than a placeholder."""
+    import io
+
+    from conftest import read_pairs
+
+    from nmt.translate import translate_stream
+
+    name, run_dir, _ = trained
+    translator = Translator.from_checkpoint(str(run_dir / "best.pt"), SearchConfig(beam_size=2, need_attention=True))
+    de, _ = read_pairs("train", 3)
+    out, att = io.StringIO(), io.StringIO()
+    translate_stream(translator, io.BytesIO("\n".join(de).encode() + b"\n"), out, "<test>", 10, att)
+    records = [json.loads(line) for line in att.getvalue().splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3]
+    for r in records:
+        if name.startswith("rnnencdec"):
+            assert r["attention"] is None
+        else:
+            assert torch.tensor(r["attention"]).shape == (len(r["output"]), len(r["source"]))
