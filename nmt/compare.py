@@ -56,8 +56,9 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
         raise ConfigError("compare.runs is empty: pick a comparison, e.g. nmt-compare experiment=compare_multi30k")
     if c.baseline not in c.runs:
         raise ConfigError(f"compare.baseline={c.baseline!r} is not one of compare.runs: {', '.join(c.runs)}")
+    seeds = {f"{c.baseline}_seed{k}": [*c.runs[c.baseline], f"trainer.seed={k}"] for k in c.reference_seeds or []}
     specs = []
-    for name, own in c.runs.items():
+    for name, own in {**c.runs, **seeds}.items():
         overrides = [
             *c.common,
             *own,

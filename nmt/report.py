@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nmt.claims import Claim, seed_spread, seed_summary, verdict
 from nmt.errors import ConfigError
 from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
 from nmt.models import model_config
@@ -144,6 +145,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         if run.attention:
             title = f"{run.name}: {rows[-1]['description']}"
             plot_attention(run.attention, report_dir / f"attention_{run.name}.png", title)
+    claims = paper_claims(rows, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
     first = scores[runs[0].name]
     meta = {
         "command": command,
@@ -157,6 +159,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         "bootstrap_signature": bs_signature,
         "tokenized_bleu": tokenized_bleu_label(tgt_lang) if c.tokenized_bleu else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "claims": claims,
     }
     plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)
     plot_learning_curves(histories, report_dir / "learning_curves.png")
@@ -169,6 +172,75 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         writer.writerows(rows)
     (report_dir / "report.md").write_text(_markdown(rows, by_length, meta, runs), encoding="utf-8")
     return rows
+
+
+def reference_seed_runs(c: DictConfig) -> list[str]:
+    """The baseline and its extra-seed runs (``compare.reference_seeds``), whose spread is the noise floor."""
+    return [str(c.baseline), *(f"{c.baseline}_seed{k}" for k in c.get("reference_seeds") or [])]
+
+
+def paper_claims(
+    rows: list[dict], hypotheses: dict[str, list[str]], refs: list[str], c: DictConfig, tokenize: str
+) -> dict[str, Any] | None:
+    """For a paper-table comparison (``compare.paper``: run -> the paper's number), each row's claim: the
+    paper's change against the row it is compared with (``compare.reference``, default the baseline), our
+    change, the paired-bootstrap p of our row against that row, and the verdict (nmt.claims). None when the
+    comparison names no paper numbers. The rows gain ``reference``, ``paper_delta``, ``our_delta``,
+    ``claim_p`` and ``verdict``."""
+    paper = dict(c.get("paper") or {})
+    if not paper:
+        return None
+    by_name = {r["model"]: r for r in rows}
+    seeds = reference_seed_runs(c)
+    spread = seed_spread([by_name[n]["bleu"] for n in seeds])
+    references = dict(c.get("reference") or {})
+    for name, row in by_name.items():
+        ref = str(references.get(name, c.baseline))
+        row.update(reference=None, paper_bleu=paper.get(name), paper_delta=None, our_delta=None, claim_p=None)
+        if name in seeds or name == ref:
+            row["verdict"] = "reference"
+            continue
+        if ref == c.baseline:
+            p = row["bleu_p"]
+        else:  # this row's claim is against another row: test against that one
+            pair = {ref: hypotheses[ref], name: hypotheses[name]}
+            p = paired_bootstrap(pair, refs, ref, int(c.bootstrap_samples), tokenize)[0][name].bleu_p
+        ours, theirs, theirs_ref = row["bleu"] - by_name[ref]["bleu"], paper.get(name), paper.get(ref)
+        delta = None if theirs is None or theirs_ref is None else round(theirs - theirs_ref, 2)
+        row.update(reference=ref, paper_delta=delta, our_delta=round(ours, 2), claim_p=p)
+        row["verdict"] = verdict(Claim(delta, ours, p, spread))
+    seed_scores = [by_name[n]["bleu"] for n in seeds]
+    return {
+        "source": c.get("paper_source"),
+        "scale_note": c.get("scale_note"),
+        "seed_runs": seeds,
+        "seed_spread": round(spread, 2),
+        "seed_mean_std": [round(x, 2) for x in seed_summary(seed_scores)],
+    }
+
+
+def _claims_markdown(rows: list[dict], claims: dict[str, Any]) -> list[str]:
+    lines = ["", "## The paper's claims on this data", ""]
+    if claims["scale_note"]:
+        lines += [str(claims["scale_note"]).strip(), ""]
+    mean, std = claims["seed_mean_std"]
+    lines += [
+        f"Paper numbers: {claims['source']} (the paper's data and metric, not ours). Our numbers: detokenized "
+        f"sacreBLEU on this test split. Noise floor: the reference row trained with seeds of "
+        f"{', '.join(claims['seed_runs'])}: {mean:.2f} ± {std:.2f} BLEU (spread {claims['seed_spread']:.2f}). "
+        "A change no larger than that spread, or with paired-bootstrap p > 0.05 against its reference row, "
+        "is *within noise*; otherwise it *holds* if it points the paper's way and is *reversed* if not.",
+        "",
+        "| row | against | paper | paper Δ | ours | our Δ | p | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        p = r.get("claim_p")
+        lines.append(
+            f"| {r['model']} | {r['reference'] or '–'} | {_fmt(r['paper_bleu'])} | {_fmt(r['paper_delta'])} "
+            f"| {r['bleu']:.2f} | {_fmt(r['our_delta'])} | {_fmt(p, 4)} | {r['verdict']} |"
+        )
+    return lines
 
 
 def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, runs: list[DecodedRun]) -> str:
@@ -200,11 +272,14 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
         f"`{meta['chrf_signature']}`.",
         f"- 95% confidence intervals and p-values: sacrebleu paired bootstrap resampling against "
         f"**{meta['baseline']}**, `{meta['bootstrap_signature']}`; * marks p < 0.05.",
-        "- valid BLEU: the best greedy-decoding validation BLEU during training (it selects best.pt).",
+        "- valid BLEU: the best validation BLEU during training (decoded at trainer.valid_beam; best.pt follows "
+        "trainer.early_stopping.metric).",
         "- tgt tok/s: median of the training log windows (target tokens per second, `train_log.jsonl`).",
     ]
     if meta["tokenized_bleu"]:
         lines.append(f"- † {meta['tokenized_bleu']}.")
+    if meta["claims"]:
+        lines += _claims_markdown(rows, meta["claims"])
     buckets = next(iter(by_length.values()))
     lines += [
         "",

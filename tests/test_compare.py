@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODELS
+from conftest import TINY_MODELS, read_pairs
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -119,3 +119,37 @@ def test_report_refuses_runs_that_do_not_share_search_or_tokenization() -> None:
         shared_setting([run("a", 5, "13a"), run("b", 4, "13a")], "the search settings", lambda r: dict(r.cfg.search))
     with pytest.raises(ConfigError, match="must share eval.tokenize"):
         shared_setting([run("a", 5, "13a"), run("b", 5, "intl")], "eval.tokenize", lambda r: r.cfg.eval.tokenize)
+
+
+def test_paper_claims_compare_each_row_with_its_reference_row() -> None:
+    """A paper table's rows: the paper's and our change against the row each is compared with, the p-value
+    against that row, and the verdict; the baseline's seed runs give the noise floor."""
+    from omegaconf import OmegaConf
+
+    from nmt.report import paper_claims
+
+    _, en = read_pairs("valid", 200)
+    cut = [" ".join(s.split()[:-2]) for s in en]  # two words short on every line
+    hyps = {"base": cut, "base_seed2": cut, "plus": en, "minus": [" ".join(s.split()[:-4]) for s in en]}
+    bleu = {name: corpus_scores(h, en).bleu for name, h in hyps.items()}
+    rows = [{"model": n, "bleu": bleu[n], "bleu_p": 0.001} for n in hyps]
+    c = OmegaConf.create(
+        {
+            "baseline": "base",
+            "reference_seeds": [2],
+            "reference": {"minus": "plus"},
+            "paper": {"base": 10.0, "plus": 12.0, "minus": 13.0},
+            "paper_source": "a table",
+            "scale_note": None,
+            "bootstrap_samples": 200,
+        }
+    )
+    claims = paper_claims(rows, hyps, en, c, "13a")
+    by = {r["model"]: r for r in rows}
+    assert claims["seed_runs"] == ["base", "base_seed2"] and claims["seed_spread"] == 0.0
+    assert by["base"]["verdict"] == by["base_seed2"]["verdict"] == "reference"
+    assert by["plus"]["paper_delta"] == 2.0 and by["plus"]["our_delta"] > 0 and by["plus"]["verdict"] == "holds"
+    # minus is judged against plus (its own bootstrap), where the paper says +1.0 and we lose BLEU
+    assert by["minus"]["reference"] == "plus" and by["minus"]["paper_delta"] == 1.0
+    assert by["minus"]["claim_p"] < 0.05 and by["minus"]["verdict"] == "reversed"
+    assert paper_claims(rows, hyps, en, OmegaConf.create({"baseline": "base"}), "13a") is None
