@@ -171,7 +171,7 @@ class Translator:
         return {
             "source": self.src_tok.pieces(src_ids[: self.max_src_len]) + ["</s>"] if src_ids else [],
             "output": self.tgt_tok.pieces(hyp.tokens) + ["</s>"] if src_ids else [],
-            "attention": None if weights is None else [[round(float(w), 4) for w in row] for row in weights],
+            "attention": None if weights is None else weights.tolist(),
         }
 
     def detokenize(self, hyp: Hypothesis) -> str:
