@@ -56,6 +56,14 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
         raise ConfigError("compare.runs is empty: pick a comparison, e.g. nmt-compare experiment=compare_multi30k")
     if c.baseline not in c.runs:
         raise ConfigError(f"compare.baseline={c.baseline!r} is not one of compare.runs: {', '.join(c.runs)}")
+    reference = dict(c.reference or {})
+    named = {"paper": set(c.paper or {}), "reference": set(reference) | set(reference.values())}
+    for option, names in named.items():
+        unknown = sorted(set(names) - set(c.runs))
+        if unknown:
+            raise ConfigError(
+                f"compare.{option} names {', '.join(unknown)}, not among compare.runs: {', '.join(c.runs)}"
+            )
     seeds = {f"{c.baseline}_seed{k}": [*c.runs[c.baseline], f"trainer.seed={k}"] for k in c.reference_seeds or []}
     specs = []
     for name, own in {**c.runs, **seeds}.items():

@@ -33,8 +33,10 @@ from nmt.translator import Translator
 
 log = logging.getLogger(__name__)
 
+# The files of an export directory besides CTranslate2's own (written by nmt-export).
 MODEL_FILE = "model.bin"
-CONFIG_FILE = "nmt_config.yaml"
+CONFIG_FILE = "nmt_config.yaml"  # the run's training config
+SOURCE_SPM, TARGET_SPM = "source.spm.model", "target.spm.model"  # the target one only for separate vocabularies
 
 
 def is_ctranslate2_dir(path: str | Path) -> bool:
@@ -62,8 +64,8 @@ class CTranslate2Translator(Translator):
         path = Path(path)
         cfg = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
         src_lang, tgt_lang = moses_languages(OmegaConf.create(cfg["data"]))
-        src_tok = SubwordTokenizer((path / "source.spm.model").read_bytes(), src_lang)
-        target = path / "target.spm.model"
+        src_tok = SubwordTokenizer((path / SOURCE_SPM).read_bytes(), src_lang)
+        target = path / TARGET_SPM
         shared = not target.is_file()
         tgt_tok = src_tok.for_language(tgt_lang) if shared else SubwordTokenizer(target.read_bytes(), tgt_lang)
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"

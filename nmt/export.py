@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nmt.cli import report_user_errors
+from nmt.ctranslate2_translator import CONFIG_FILE, SOURCE_SPM, TARGET_SPM
 from nmt.data.tokenizer import shared_vocabulary
 from nmt.errors import ConfigError
 from nmt.models.transformer import MultiHeadAttention, Transformer
@@ -138,10 +139,10 @@ def export_ctranslate2(checkpoint: str, output: str | Path, quantization: str = 
         raise ConfigError("nmt-export needs CTranslate2: pip install ctranslate2") from None
     output = Path(output)
     converter.convert(str(output), quantization=quantization, force=True)
-    (output / "source.spm.model").write_bytes(translator.src_tok.model_proto)
+    (output / SOURCE_SPM).write_bytes(translator.src_tok.model_proto)
     if not shared_vocabulary(translator.src_tok, translator.tgt_tok):
-        (output / "target.spm.model").write_bytes(translator.tgt_tok.model_proto)
-    (output / "nmt_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        (output / TARGET_SPM).write_bytes(translator.tgt_tok.model_proto)
+    (output / CONFIG_FILE).write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return output
 
 

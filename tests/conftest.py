@@ -88,6 +88,13 @@ TINY_MODELS: dict[str, list[str]] = {
 }
 
 
+def is_comparison(experiment: str) -> bool:
+    """An experiment for nmt-compare (it fills the ``compare`` block) rather than a set-up for nmt-train."""
+    import yaml
+
+    return "compare" in (yaml.safe_load((CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text()) or {})
+
+
 def tiny_config(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> DictConfig:
     """A full training config: tiny model, 64 real pairs, small subword vocabulary, fast settings."""
     return compose_train(tiny_overrides(root, cache, run_dir, model, extra))

@@ -153,3 +153,12 @@ def test_paper_claims_compare_each_row_with_its_reference_row() -> None:
     assert by["minus"]["reference"] == "plus" and by["minus"]["paper_delta"] == 1.0
     assert by["minus"]["claim_p"] < 0.05 and by["minus"]["verdict"] == "reversed"
     assert paper_claims(rows, hyps, en, OmegaConf.create({"baseline": "base"}), "13a") is None
+
+
+def test_paper_rows_must_name_runs_of_the_comparison(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, tmp_path)
+        with open_dict(cfg):
+            cfg.compare.reference = {"transformer": "rnnsearch"}
+        with pytest.raises(ConfigError, match="compare.reference names rnnsearch, not among compare.runs"):
+            compose_runs(cfg)

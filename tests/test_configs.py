@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import is_comparison
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -24,7 +25,7 @@ def _compose(name: str, overrides: list[str]):
 
 
 EXPERIMENTS = _options("experiment")
-COMPARISONS = [e for e in EXPERIMENTS if e.startswith("compare_")]
+COMPARISONS = [e for e in EXPERIMENTS if is_comparison(e)]
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,9 @@ def test_every_run_of_a_comparison_composes(comparison):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("compare", overrides=[f"experiment={comparison}"])
         specs = compose_runs(cfg)
-    assert [s.name for s in specs] == list(cfg.compare.runs)
+    seeds = [f"{cfg.compare.baseline}_seed{k}" for k in cfg.compare.reference_seeds]
+    assert [s.name for s in specs] == [*cfg.compare.runs, *seeds]
+    assert set(cfg.compare.paper) <= set(cfg.compare.runs) and set(cfg.compare.reference) <= set(cfg.compare.runs)
+    assert set(cfg.compare.reference.values()) <= set(cfg.compare.runs)
     for spec in specs:
         model_config(spec.cfg.model)
