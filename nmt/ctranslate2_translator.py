@@ -85,13 +85,18 @@ class CTranslate2Translator(Translator):
         return True  # every exported model is a Transformer
 
     @property
+    def max_positions(self) -> int:
+        """The exported Transformer's position limit (its config; the CTranslate2 model does not say)."""
+        return int(self.config["model"]["max_positions"])
+
+    @property
     def max_src_len(self) -> int | None:
-        return int(self.config["model"]["max_positions"]) - 1
+        return self.max_positions - 1
 
     def decode_batch(self, src_ids: list[list[int]]) -> list[list[Hypothesis]]:
         cfg, sp_src, sp_tgt = self.search, self.src_tok.sp, self.tgt_tok.sp
         src_lengths = torch.tensor([len(s) + 1 for s in src_ids])  # with the EOS the source ends in
-        limits = cfg.output_limits(src_lengths, int(self.config["model"]["max_positions"])).tolist()
+        limits = cfg.output_limits(src_lengths, self.max_positions).tolist()
         outputs = self.model.translate_batch(
             [[sp_src.id_to_piece(t) for t in s] + ["</s>"] for s in src_ids],
             beam_size=cfg.beam_size,
