@@ -19,12 +19,21 @@ RESUME_KEYS = ("model", "data")
 MACHINE_DATA_KEYS = ("root", "cache_dir", "num_proc")
 # Trainer options that change where or how fast a run computes, not what it computes.
 RUNTIME_TRAINER_KEYS = ("device", "threads", "num_workers")
+# Options added after runs were saved, with the value that computes what their absence did. At that value
+# they are left out of the comparison, so a run saved before them still resumes and is still reused.
+ADDED_OPTIONS = {"data": {"max_words": None}, "model": {"positions": "sinusoidal", "key_dim": None}}
+
+
+def _without_added_defaults(section: str, options: dict[str, Any]) -> dict[str, Any]:
+    added = ADDED_OPTIONS.get(section, {})
+    return {k: v for k, v in options.items() if not (k in added and v == added[k])}
 
 
 def comparable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model and data sections without the options that only say where this machine keeps the data."""
-    out = {k: cfg.get(k) for k in RESUME_KEYS}
-    out["data"] = {k: v for k, v in (out["data"] or {}).items() if k not in MACHINE_DATA_KEYS}
+    """The model and data sections without the options that only say where this machine keeps the data
+    (nor options added since, at the value that computes what their absence did)."""
+    out = {k: _without_added_defaults(k, cfg.get(k) or {}) for k in RESUME_KEYS}
+    out["data"] = {k: v for k, v in out["data"].items() if k not in MACHINE_DATA_KEYS}
     return out
 
 

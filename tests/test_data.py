@@ -252,6 +252,21 @@ def test_long_pairs_are_left_out_of_training_batches_without_filtering_the_datas
         assert len(b) * (max(src_lens[b].max(), tgt_lens[b].max()) + 1) <= 200 or len(b) == 1
 
 
+def test_word_limit_keeps_pairs_of_at_most_max_words_on_both_sides(tmp_path, caplog):
+    """data.max_words counts the raw text's words (the papers' "-30" / "-50" units), on both sides."""
+    from nmt.data.prepare import prepare_training_data
+
+    de, en = read_pairs("train", 60)
+    for stem in ("train", "valid"):
+        write_split(tmp_path / "multi30k", stem, de, en)
+    caplog.set_level("INFO")
+    data = prepare_training_data(data_cfg(tmp_path, max_words=12))
+    kept = [i for i in range(60) if len(de[i].split()) <= 12 and len(en[i].split()) <= 12]
+    assert 0 < len(kept) < 60 and data.train_rows.tolist() == kept
+    assert f"dropped {60 - len(kept)} training pairs longer than 12 words" in caplog.text
+    assert len(prepare_training_data(data_cfg(tmp_path, max_words=None)).train_rows) == 60
+
+
 def test_lengths_follow_an_indices_mapping():
     ds = datasets.Dataset.from_dict({"src_len": [3, 1, 4, 1, 5], "tgt_len": [9, 2, 6, 5, 3]})
     src, tgt = lengths(ds.select([4, 0, 2]))

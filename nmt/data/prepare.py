@@ -33,7 +33,7 @@ class EvalSet:
 @dataclass
 class TrainingData:
     train: datasets.Dataset  # encoded (ids and lengths), memory-mapped, every non-empty pair
-    train_rows: np.ndarray  # (N,) rows of ``train`` within data.max_len: the ones batches are drawn from
+    train_rows: np.ndarray  # (N,) rows of ``train`` within data.max_len and max_words: what batches draw from
     valid: EvalSet
     src_tok: SubwordTokenizer
     tgt_tok: SubwordTokenizer
@@ -56,6 +56,19 @@ def eval_set_from_files(
     sources, references = read_parallel_files(Path(source), Path(reference))
     raw = datasets.Dataset.from_dict({"src": sources, "tgt": references})
     return EvalSet(Path(source).name, encode_corpus(raw, src_tok, tgt_tok), sources, references)
+
+
+def word_counts(raw: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace-separated words of each pair's raw source and target: (N,), (N,). ``data.max_words``
+    limits these, the units of the papers' sentence-length limits (Bahdanau et al. 2014 "-30" / "-50"),
+    which subword counts would not match across vocabularies."""
+    counts = raw.map(
+        lambda b: {"src_words": [len(s.split()) for s in b["src"]], "tgt_words": [len(t.split()) for t in b["tgt"]]},
+        batched=True,
+        remove_columns=raw.column_names,
+        desc="counting words",
+    )
+    return np.asarray(counts["src_words"], dtype=np.int32), np.asarray(counts["tgt_words"], dtype=np.int32)
 
 
 def worker_processes(data_cfg: Any, rows: int) -> int | None:
@@ -83,6 +96,8 @@ def prepare_training_data(data_cfg: Any) -> TrainingData:
         train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
     )
     rows = rows_within(*lengths(train), int(data_cfg.max_len))
+    if data_cfg.get("max_words") is not None:
+        rows = np.intersect1d(rows, rows_within(*word_counts(train_raw), int(data_cfg.max_words), "words"))
     log.info("training pairs: %d (vocab src %d, tgt %d)", len(rows), len(src_tok), len(tgt_tok))
     valid = load_eval_set(data_cfg, data_cfg.valid_split, src_tok, tgt_tok)
     return TrainingData(train, rows, valid, src_tok, tgt_tok)
