@@ -133,6 +133,12 @@ def export_ctranslate2(checkpoint: str, output: str | Path, quantization: str = 
             f"{checkpoint} holds a {cfg['model']['arch']} model: CTranslate2 has no RNN decoder, "
             "so only Transformer checkpoints can be exported"
         )
+    attention = translator.model.decoder_layers[0].self_attn
+    if attention.key_dim != attention.value_dim:
+        raise ConfigError(
+            f"{checkpoint} has model.key_dim={attention.key_dim} (values {attention.value_dim} per head): "
+            "CTranslate2's attention needs keys as wide as values, so only key_dim=null models can be exported"
+        )
     try:
         converter = _converter_class()(translator)
     except ImportError:

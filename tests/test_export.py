@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.data.batching import collate
+from nmt.errors import ConfigError
 from nmt.export import export_ctranslate2
 from nmt.metrics import corpus_scores
 from nmt.models import build_model
@@ -127,3 +128,16 @@ def test_rnn_checkpoints_are_refused_in_one_line(tmp_path, tiny_root, cache_dir)
     )
     assert out.returncode == 2
     assert "CTranslate2 has no RNN decoder" in out.stderr.decode()
+
+
+def test_narrow_keys_are_refused(tiny_checkpoint, tmp_path):
+    """model.key_dim below d_model / heads (Table 3 row B) has no CTranslate2 layout: refused by name."""
+    payload = load_checkpoint(tiny_checkpoint)
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path, "transformer", ["model.key_dim=4"])
+    vocab = payload["model"]["tgt_embed.weight"].size(0)
+    model = build_model(cfg.model, vocab, vocab, shared_vocab=True)
+    save_checkpoint(
+        tmp_path / "keys.pt", {**payload, "model": model.state_dict(), "config": OmegaConf.to_yaml(cfg, resolve=True)}
+    )
+    with pytest.raises(ConfigError, match="model.key_dim=4 .* only key_dim=null models can be exported"):
+        export_ctranslate2(str(tmp_path / "keys.pt"), tmp_path / "ct2", "float32")

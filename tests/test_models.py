@@ -31,6 +31,9 @@ TINY = {
     "transformer-learned-positions": model_cfg(
         "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, positions="learned"
     ),
+    "transformer-small-keys": model_cfg(
+        "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, key_dim=4
+    ),
 }
 
 
@@ -257,3 +260,35 @@ def test_learned_positions_are_trained_tables_per_side():
     assert sinusoidal.src_positions is None and sinusoidal.position_table("tgt") is sinusoidal.positions
     with pytest.raises(ConfigError, match="model.positions='rotary': use sinusoidal or learned"):
         build_model({**TINY["transformer"], "positions": "rotary"}, 40, 40, shared_vocab=True)
+
+
+def test_key_dim_narrows_queries_and_keys_only():
+    """Table 3 row B: d_k smaller than d_model / h, values still d_model / h, scores scaled by 1 / sqrt(d_k)."""
+    model = build_model(TINY["transformer-small-keys"], 40, 40, shared_vocab=True).eval()
+    attn = model.decoder_layers[0].cross_attn
+    assert (attn.key_dim, attn.value_dim) == (4, 8)
+    assert attn.q_proj.weight.shape == (16, 32) and attn.kv_proj.weight.shape == (16 + 32, 32)
+    x, memory = torch.randn(2, 3, 32), torch.randn(2, 5, 32)
+    k, v = attn.keys_values(memory)
+    assert k.shape == (2, 4, 5, 4) and v.shape == (2, 4, 5, 8)
+    mask = torch.tensor([True] * 5 + [True] * 3 + [False] * 2).view(2, 1, 1, 5)
+    fused, _ = attn(x, k, v, mask, causal=False)  # scaled_dot_product_attention
+    explicit, weights = attn(x, k, v, mask, causal=False, need_weights=True)
+    q = attn.q_proj(x).view(2, 3, 4, 4).transpose(1, 2)
+    probs = (q @ k.transpose(-1, -2) / 2.0).masked_fill(~mask, float("-inf")).softmax(-1)  # sqrt(d_k) = 2
+    direct = attn.out_proj((probs @ v).transpose(1, 2).reshape(2, 3, 32))
+    torch.testing.assert_close(fused, direct)
+    torch.testing.assert_close(explicit, direct)
+    torch.testing.assert_close(weights, probs.mean(1))
+    assert torch.all(weights[1, :, 3:] == 0)
+
+
+def test_default_key_dim_keeps_the_checkpoint_layout():
+    """key_dim=null is d_model / h: the parameter shapes of checkpoints saved before the option existed."""
+    plain = build_model(TINY["transformer"], 40, 40, shared_vocab=True)
+    old_cfg = {k: v for k, v in TINY["transformer"].items() if k != "key_dim"}
+    old = build_model(old_cfg, 40, 40, shared_vocab=True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in old.state_dict().items()}
+    assert plain.decoder_layers[0].self_attn.kv_proj.weight.shape == (64, 32)
+    with pytest.raises(ConfigError, match="model.key_dim=0"):
+        build_model({**TINY["transformer"], "key_dim": 0}, 40, 40, shared_vocab=True)

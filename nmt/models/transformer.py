@@ -25,7 +25,7 @@ from nmt.models import register_model
 from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 
-KeysValues = tuple[Tensor, Tensor]  # keys and values of one attention, each (B, h, L, d_k)
+KeysValues = tuple[Tensor, Tensor]  # keys (B, h, L, d_k) and values (B, h, L, d_v) of one attention
 
 
 @dataclass
@@ -45,9 +45,12 @@ class TransformerConfig:
     share_embeddings: bool  # one embedding for source and target (needs a joint vocabulary)
     tie_output: bool  # output projection = target embedding matrix
     max_positions: int  # longest source or target (EOS / BOS included)
-    # sinusoidal (Sec. 3.5) | learned: a trained embedding per side (Table 3 row E); the one default, for
-    # checkpoints written before the option existed
+    # sinusoidal (Sec. 3.5) | learned: a trained embedding per side (Table 3 row E). The defaults of these
+    # two are for checkpoints written before the options existed.
     positions: str = "sinusoidal"
+    # d_k, the size of each head's queries and keys (Table 3 row B); None: d_model / h. Values keep
+    # d_v = d_model / h either way, as in the paper's row B.
+    key_dim: int | None = None
 
     def describe(self) -> str:
         return f"Transformer {self.encoder_layers}+{self.decoder_layers} layers, d {self.d_model}"
@@ -57,7 +60,7 @@ class TransformerConfig:
 class TransformerMemory(EncoderOutput):
     """The encoder output plus what every decoding step would otherwise recompute from it."""
 
-    cross_kv: tuple[KeysValues, ...]  # per decoder layer: its cross-attention's keys and values, each (B, h, S, d_k)
+    cross_kv: tuple[KeysValues, ...]  # per decoder layer: its cross-attention's keys and values (over S positions)
 
 
 @dataclass
@@ -65,7 +68,7 @@ class LayerCache:
     """One decoder layer's self-attention keys and values of the target positions decoded so far."""
 
     k: Tensor | None = None  # (B, h, T, d_k); None before the first position
-    v: Tensor | None = None  # (B, h, T, d_k)
+    v: Tensor | None = None  # (B, h, T, d_v)
 
 
 @dataclass
@@ -87,25 +90,32 @@ def sinusoids(length: int, dim: int) -> Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)."""
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
 
-    def __init__(self, d_model: int, heads: int, dropout: float):
+    Queries and keys have d_k = ``key_dim`` per head (default d_model / h), values d_v = d_model / h.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float, key_dim: int | None = None):
         super().__init__()
         if d_model % heads:
             raise ConfigError(f"model.d_model={d_model} must be divisible by model.heads={heads}")
-        self.heads, self.head_dim, self.dropout = heads, d_model // heads, dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        if key_dim is not None and key_dim < 1:
+            raise ConfigError(f"model.key_dim={key_dim}: give a positive size per head, or null for d_model / heads")
+        self.heads, self.dropout = heads, dropout
+        self.value_dim = d_model // heads  # d_v
+        self.key_dim = key_dim or self.value_dim  # d_k
+        self.q_proj = nn.Linear(d_model, heads * self.key_dim)
+        self.kv_proj = nn.Linear(d_model, heads * (self.key_dim + self.value_dim))  # [W^K; W^V]
         self.out_proj = nn.Linear(d_model, d_model)
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """(B, L, d_model) -> (B, h, L, d_k)."""
+        """(B, L, h * d) -> (B, h, L, d)."""
         b, n, _ = x.shape
-        return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        return x.view(b, n, self.heads, -1).transpose(1, 2)
 
     def keys_values(self, x: Tensor) -> KeysValues:
-        """Project (B, L, d_model) to keys and values, each (B, h, L, d_k)."""
-        k, v = self.kv_proj(x).chunk(2, dim=-1)
+        """Project (B, L, d_model) to keys (B, h, L, d_k) and values (B, h, L, d_v)."""
+        k, v = self.kv_proj(x).split([self.heads * self.key_dim, self.heads * self.value_dim], dim=-1)
         return self.split_heads(k), self.split_heads(v)
 
     def forward(
@@ -119,7 +129,7 @@ class MultiHeadAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.key_dim)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = scores.softmax(-1)
@@ -159,7 +169,7 @@ class Residual(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout, cfg.key_dim)
         self.ffn = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation_dropout)
         self.res_attn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
         self.res_ffn = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
@@ -174,8 +184,8 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout)
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout, cfg.key_dim)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.heads, cfg.attention_dropout, cfg.key_dim)
         self.ffn = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation_dropout)
         self.res_self = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
         self.res_cross = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
