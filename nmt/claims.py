@@ -16,6 +16,8 @@ import statistics
 from dataclasses import dataclass
 
 HOLDS, REVERSED, NOISE, UNKNOWN = "holds", "reversed", "within noise", "–"
+# compare.length_claims[*].expect -> the sign claimed for a BLEU drop from short to long sentences
+EXPECTED_DROP = {"drops": 1, "steady": 0}
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,22 @@ def is_noise(our_delta: float, p_value: float | None, spread: float, alpha: floa
     return abs(our_delta) <= spread or p_value is None or math.isnan(p_value) or p_value > alpha
 
 
+def direction_verdict(
+    expected: int, our_delta: float, p_value: float | None, spread: float, alpha: float = 0.05
+) -> str:
+    """The verdict on a claim that a quantity is positive (``expected`` 1), negative (-1) or zero (0),
+    given our measurement of it, its bootstrap p-value and the seed spread."""
+    noise = is_noise(our_delta, p_value, spread, alpha)
+    if expected == 0:
+        return HOLDS if noise else REVERSED
+    if noise:
+        return NOISE
+    return HOLDS if (our_delta > 0) == (expected > 0) else REVERSED
+
+
 def verdict(claim: Claim, alpha: float = 0.05) -> str:
     """holds / reversed / within noise for one row (``–`` where the paper reports no number)."""
     if claim.paper_delta is None:
         return UNKNOWN
-    noise = is_noise(claim.our_delta, claim.p_value, claim.seed_spread, alpha)
-    if claim.paper_delta == 0:
-        return HOLDS if noise else REVERSED
-    if noise:
-        return NOISE
-    return HOLDS if (claim.our_delta > 0) == (claim.paper_delta > 0) else REVERSED
+    expected = (claim.paper_delta > 0) - (claim.paper_delta < 0)
+    return direction_verdict(expected, claim.our_delta, claim.p_value, claim.seed_spread, alpha)

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nmt.checkpoint import evaluation_checkpoint, latest_checkpoint
+from nmt.claims import EXPECTED_DROP
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
@@ -64,6 +65,7 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
             raise ConfigError(
                 f"compare.{option} names {', '.join(unknown)}, not among compare.runs: {', '.join(c.runs)}"
             )
+    check_length_claims(c)
     seeds = {f"{c.baseline}_seed{k}": [*c.runs[c.baseline], f"trainer.seed={k}"] for k in c.reference_seeds or []}
     specs = []
     for name, own in {**c.runs, **seeds}.items():
@@ -80,6 +82,24 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
             raise ConfigError(f"compare.runs.{name}: {e}") from e
         specs.append(RunSpec(name, overrides, run_cfg))
     return specs
+
+
+def check_length_claims(c: DictConfig) -> None:
+    """compare.length_claims must name runs of the comparison and say drops or steady (before any training)."""
+    spec = c.get("length_claims")
+    if not spec:
+        return
+    for i, claim in enumerate(spec.get("claims") or []):
+        where = f"compare.length_claims.claims[{i}]"
+        for key in ("run", "against"):
+            if claim.get(key) is not None and claim[key] not in c.runs:
+                raise ConfigError(f"{where}.{key}={claim[key]!r} is not one of compare.runs: {', '.join(c.runs)}")
+        if claim.get("run") is None or claim.get("expect") not in EXPECTED_DROP:
+            raise ConfigError(f"{where}: give run and expect: one of {', '.join(EXPECTED_DROP)}")
+    if spec.get("long_words") is None:
+        raise ConfigError(
+            "compare.length_claims.long_words: give the source length (words) beyond which a sentence is long"
+        )
 
 
 def is_finished(spec: RunSpec) -> bool:

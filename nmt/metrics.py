@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
@@ -119,6 +120,66 @@ def bleu_by_length(
         bleu = corpus_bleu([hypotheses[i] for i in idx], [references[i] for i in idx]) if idx else None
         out.append({"bucket": label, "sentences": len(idx), "bleu": None if bleu is None else round(bleu, 2)})
     return out
+
+
+@dataclass
+class LengthDrop:
+    """How much BLEU one system loses from short to long test sentences, with its bootstrap samples."""
+
+    short_bleu: float  # corpus BLEU of the sentences of at most ``long_words`` source words
+    long_bleu: float  # ... of the longer ones
+    samples: np.ndarray  # (n,) the drop on each bootstrap resample of the test set (shared by all systems)
+
+    @property
+    def drop(self) -> float:
+        return self.short_bleu - self.long_bleu
+
+
+def length_drops(
+    sources: list[str],
+    systems: dict[str, list[str]],
+    references: list[str],
+    long_words: int,
+    samples: int = 1000,
+    tokenize: str = "13a",
+    seed: int = 12345,
+) -> dict[str, LengthDrop]:
+    """BLEU on short minus BLEU on long sentences (more than ``long_words`` source words) per system:
+    the quantity behind Bahdanau et al.'s Fig. 2 claim that the encoder-decoder degrades on long
+    sentences. Every system is scored on the same bootstrap resamples of the test sentences (as
+    sacrebleu's paired bootstrap, whose default seed this is), so drops of two systems can be compared
+    sample by sample (:func:`bootstrap_p`)."""
+    long = np.array([len(s.split()) > long_words for s in sources])
+    if long.all() or not long.any():
+        raise ValueError(f"long_words={long_words} puts every test sentence on one side: no drop to measure")
+    idx = np.random.default_rng(seed).choice(len(sources), size=(samples, len(sources)), replace=True)
+    metric = BLEU(tokenize=tokenize)
+    out = {}
+    whole = np.arange(len(sources))[None]  # (1, N): the test set itself
+    short_w, long_w = (~long).astype(np.float64), long.astype(np.float64)
+    for name, hyps in systems.items():
+        _check(hyps, references)
+        stats = np.array(metric._extract_corpus_statistics(hyps, [references]), dtype=np.float64)  # (N, k)
+        out[name] = LengthDrop(
+            float(_subset_bleu(metric, stats, whole, short_w)[0]),
+            float(_subset_bleu(metric, stats, whole, long_w)[0]),
+            _subset_bleu(metric, stats, idx, short_w) - _subset_bleu(metric, stats, idx, long_w),
+        )
+    return out
+
+
+def _subset_bleu(metric: BLEU, stats: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Corpus BLEU of each resample (rows: (n, N) sentence indices; stats: (N, k) sacrebleu sufficient
+    statistics per sentence) over the sentences whose ``weights`` (N,) is 1: (n,)."""
+    totals = (stats[rows] * weights[rows][..., None]).sum(1)  # (n, k)
+    return np.array([metric._compute_score_from_stats(list(t)).score for t in totals])
+
+
+def bootstrap_p(samples: np.ndarray, observed: float) -> float:
+    """Two-sided bootstrap p-value of ``observed`` against zero: how often the resampled statistic,
+    centred on its mean, lies as far from it (sacrebleu's recipe, with its +1 correction)."""
+    centred = np.abs(samples - samples.mean())
+    return float((np.sum(centred >= abs(observed)) + 1) / (len(samples) + 1))
 
 
 @dataclass

@@ -26,9 +26,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.claims import Claim, seed_spread, seed_summary, verdict
+from nmt.claims import EXPECTED_DROP, Claim, direction_verdict, seed_spread, seed_summary, verdict
 from nmt.errors import ConfigError
-from nmt.metrics import bleu_by_length, corpus_scores, paired_bootstrap, tokenized_bleu, tokenized_bleu_label
+from nmt.metrics import (
+    bleu_by_length,
+    bootstrap_p,
+    corpus_scores,
+    length_drops,
+    paired_bootstrap,
+    tokenized_bleu,
+    tokenized_bleu_label,
+)
 from nmt.models import model_config
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
 from nmt.trainer import TRAIN_LOG
@@ -146,6 +154,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
             title = f"{run.name}: {rows[-1]['description']}"
             plot_attention(run.attention, report_dir / f"attention_{run.name}.png", title)
     claims = paper_claims(rows, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
+    long_claims = length_claims(sources, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
     first = scores[runs[0].name]
     meta = {
         "command": command,
@@ -160,6 +169,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         "tokenized_bleu": tokenized_bleu_label(tgt_lang) if c.tokenized_bleu else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "claims": claims,
+        "length_claims": long_claims,
     }
     plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)
     plot_learning_curves(histories, report_dir / "learning_curves.png")
@@ -217,6 +227,76 @@ def paper_claims(
         "seed_spread": round(spread, 2),
         "seed_mean_std": [round(x, 2) for x in seed_summary(seed_scores)],
     }
+
+
+def length_claims(
+    sources: list[str], hypotheses: dict[str, list[str]], refs: list[str], c: DictConfig, tokenize: str
+) -> dict[str, Any] | None:
+    """Claims about BLEU on long sentences (``compare.length_claims``; Bahdanau et al. 2014, Fig. 2).
+
+    Each claim says a run's drop (BLEU on sentences of at most ``long_words`` source words minus BLEU on
+    the longer ones) is positive (``drops``) or zero (``steady``), or, with ``against``, that the run's
+    drop minus the other run's drop is. The p-value is the bootstrap's over the test sentences (the same
+    resamples for every run); the noise floor is the spread of the drop over the reference seed runs.
+    """
+    spec = c.get("length_claims")
+    if not spec:
+        return None
+    seeds = reference_seed_runs(c)
+    wanted = {*seeds, *(cl.run for cl in spec.claims), *(cl.against for cl in spec.claims if cl.get("against"))}
+    drops = length_drops(
+        sources, {n: hypotheses[n] for n in wanted}, refs, int(spec.long_words), int(c.bootstrap_samples), tokenize
+    )
+    spread = seed_spread([drops[n].drop for n in seeds])
+    rows = []
+    for cl in spec.claims:
+        against = cl.get("against")
+        ours = drops[cl.run].drop - (drops[against].drop if against else 0.0)
+        samples = drops[cl.run].samples - (drops[against].samples if against else 0.0)
+        p = bootstrap_p(samples, ours)
+        rows.append(
+            {
+                "claim": str(cl.claim),
+                "run": str(cl.run),
+                "against": None if against is None else str(against),
+                "expect": str(cl.expect),
+                "our_drop": round(ours, 2),
+                "p": p,
+                "verdict": direction_verdict(EXPECTED_DROP[str(cl.expect)], ours, p, spread),
+            }
+        )
+    return {
+        "long_words": int(spec.long_words),
+        "long_sentences": sum(len(s.split()) > int(spec.long_words) for s in sources),
+        "seed_runs": seeds,
+        "seed_spread": round(spread, 2),
+        "drops": {n: {"short": round(d.short_bleu, 2), "long": round(d.long_bleu, 2)} for n, d in drops.items()},
+        "claims": rows,
+    }
+
+
+def _length_claims_markdown(lc: dict[str, Any], sentences: int) -> list[str]:
+    n = lc["long_words"]
+    lines = [
+        "",
+        "## The paper's claims on long sentences",
+        "",
+        f"Drop: BLEU on the test sentences of at most {n} source words ({sentences - lc['long_sentences']}) minus "
+        f"BLEU on the longer ones ({lc['long_sentences']}); with a second run, the first run's drop minus the "
+        f"second's. p: bootstrap over the test sentences (the same resamples for every run). Noise floor: the "
+        f"drop's spread over {', '.join(lc['seed_runs'])}: {lc['seed_spread']:.2f}.",
+        "",
+        "| run | BLEU ≤ " + str(n) + " words | BLEU > " + str(n) + " words |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {d['short']:.2f} | {d['long']:.2f} |" for name, d in lc["drops"].items()]
+    lines += ["", "| claim | measured | paper | our drop | p | verdict |", "|---|---|---|---:|---:|---|"]
+    for r in lc["claims"]:
+        measured = r["run"] + (f" − {r['against']}" if r["against"] else "")
+        lines.append(
+            f"| {r['claim']} | {measured} | {r['expect']} | {r['our_drop']:.2f} | {r['p']:.4f} | {r['verdict']} |"
+        )
+    return lines
 
 
 def _claims_markdown(rows: list[dict], claims: dict[str, Any]) -> list[str]:
@@ -280,6 +360,8 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
         lines.append(f"- † {meta['tokenized_bleu']}.")
     if meta["claims"]:
         lines += _claims_markdown(rows, meta["claims"])
+    if meta["length_claims"]:
+        lines += _length_claims_markdown(meta["length_claims"], meta["sentences"])
     buckets = next(iter(by_length.values()))
     lines += [
         "",

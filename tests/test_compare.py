@@ -162,3 +162,62 @@ def test_paper_rows_must_name_runs_of_the_comparison(tiny_root: Path, cache_dir:
             cfg.compare.reference = {"transformer": "rnnsearch"}
         with pytest.raises(ConfigError, match="compare.reference names rnnsearch, not among compare.runs"):
             compose_runs(cfg)
+
+
+def test_length_claims_measure_the_drop_on_long_sentences() -> None:
+    """Fig. 2's claims on synthetic output: a system that loses words only on long sentences "drops", one
+    that is equally good everywhere is "steady", and the first drops more than the second."""
+    from omegaconf import OmegaConf
+
+    from nmt.report import length_claims
+
+    de, en = read_pairs("valid", 300)
+    long = [len(s.split()) > 12 for s in de]
+    assert 30 < sum(long) < 270
+
+    def damaged(every: int, long_only: bool) -> list[str]:  # drops every n-th word
+        return [
+            " ".join(w for i, w in enumerate(r.split()) if (i % every != 1) or (long_only and not is_long))
+            for r, is_long in zip(en, long)
+        ]
+
+    hyps = {"encdec": damaged(2, True), "encdec_seed2": damaged(2, True), "search": en}
+    c = OmegaConf.create(
+        {
+            "baseline": "encdec",
+            "reference_seeds": [2],
+            "bootstrap_samples": 200,
+            "length_claims": {
+                "long_words": 12,
+                "claims": [
+                    {"claim": "encdec degrades", "run": "encdec", "expect": "drops"},
+                    {"claim": "search does not", "run": "search", "expect": "steady"},
+                    {"claim": "search is steadier", "run": "encdec", "against": "search", "expect": "drops"},
+                    {"claim": "search degrades", "run": "search", "expect": "drops"},
+                    {"claim": "encdec does not", "run": "encdec", "expect": "steady"},
+                ],
+            },
+        }
+    )
+    out = length_claims(de, hyps, en, c, "13a")
+    assert out["long_sentences"] == sum(long) and out["seed_spread"] == 0.0
+    assert out["drops"]["search"] == {"short": 100.0, "long": 100.0}
+    assert out["drops"]["encdec"]["short"] == 100.0 > 50 > out["drops"]["encdec"]["long"]
+    verdicts = [r["verdict"] for r in out["claims"]]
+    assert verdicts == ["holds", "holds", "holds", "within noise", "reversed"]
+    assert out["claims"][0]["p"] < 0.05 and out["claims"][0]["our_drop"] > 40
+    assert length_claims(de, hyps, en, OmegaConf.create({"baseline": "encdec"}), "13a") is None
+
+
+def test_length_claims_must_name_runs(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, tmp_path)
+        with open_dict(cfg):
+            cfg.compare.length_claims = {"long_words": 12, "claims": [{"run": "rnnsearch", "expect": "drops"}]}
+        with pytest.raises(ConfigError, match=r"length_claims.claims\[0\].run='rnnsearch' is not one of"):
+            compose_runs(cfg)
+        with open_dict(cfg):
+            cfg.compare.length_claims.claims[0].run = "transformer"
+            cfg.compare.length_claims.claims[0].expect = "falls"
+        with pytest.raises(ConfigError, match="expect: one of drops, steady"):
+            compose_runs(cfg)
