@@ -5,10 +5,12 @@ German and French sentences from Multi30k)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import MULTI30K, compose_train, is_comparison, read_pairs, torchrun_many
+import yaml
+from conftest import DATA_ROOT, MULTI30K, compose_train, is_comparison, read_pairs, torchrun_many
 
 from nmt.paths import CONFIG_DIR
 
@@ -71,3 +73,18 @@ def test_paper_configs_train_a_few_steps_under_two_process_ddp(wmt_root, tmp_pat
         line = next(x for x in printed.splitlines() if x.startswith(f"ok {experiment} "))
         steps, scores = line.split(" ", 3)[2:]
         assert int(steps) == 2 and json.loads(scores)["newstest2014"]["sentences"] == 4
+
+
+def test_bahdanau_table_word_limits_keep_the_papers_shares():
+    """bahdanau2014_table1's "-30" / "-50" runs use the Multi30k word limits that scripts/length_limits.py
+    derives from the real files: the shares of WMT'14 En-Fr pairs within 30 and 50 words, matched."""
+    sys.path.insert(0, str(CONFIG_DIR.parent / "scripts"))
+    import length_limits
+
+    found = length_limits.limits(DATA_ROOT)
+    assert 0.6 < found[30][0] < found[50][0] < 0.95  # the paper's limits keep most WMT pairs, not all
+    runs = yaml.safe_load((CONFIG_DIR / "experiment" / "bahdanau2014_table1.yaml").read_text())["compare"]["runs"]
+    for name, overrides in runs.items():
+        limit = int(name[-2:])
+        assert f"data.max_words={found[limit][1]}" in overrides, name
+        assert abs(found[limit][2] - found[limit][0]) < 0.05  # the shares match to within 5 points
