@@ -4,15 +4,21 @@
     python scripts/benchmark.py --checkpoint runs/quickstart/best.pt --json bench.json
     python scripts/benchmark.py --models --checkpoint runs/quickstart/best.pt --ctranslate2   # decoding only
 
-Everything is measured in one process, one run, so ratios are comparable: the fp32 matmul rate of this
-machine (the roofline: the best of several rounds before and after the training steps), then for each
-model at its Multi30k CPU size a number of real training steps on real Multi30k batches, then greedy and
-beam-5 decoding of test2016. Model FLOPs are counted with ``torch.utils.flop_counter`` (plus the CPU
-attention and LSTM kernels it does not know) on single unpadded pairs and summed over the real pairs of
-the timed batches, so padding counts as waste, not as work. Decoding speed depends on output lengths:
-pass a trained ``--checkpoint`` for meaningful decoding numbers (an untrained model decodes to the
-length limit). With ``--ctranslate2`` the same weights, exported with nmt-export to CTranslate2 float32
-and int8, decode beside ours (interleaved, same threads, same sentences).
+Everything is measured in one run, so ratios are comparable: the fp32 matmul rate of this machine (the
+roofline: the best of the rounds measured before, between and after the training rounds), then for each
+model at its Multi30k CPU size a number of real training steps on real Multi30k batches, in ``--repeats``
+rounds interleaved across models, then greedy and beam-5 decoding of test2016, also in interleaved
+rounds. Every figure is the median of its rounds with their range; a figure whose range exceeds
+``--spread-limit`` % of its median is flagged as too unsteady to conclude from. With ``--cpu-kinds
+native,avx2`` (the default) the training rounds run again in a child process under the AVX2 kernels
+(``ATEN_CPU_CAPABILITY=avx2``, oneDNN and MKL limited to AVX2), with that kind's own roofline.
+
+Model FLOPs are counted with ``torch.utils.flop_counter`` (plus the CPU attention and LSTM kernels it does
+not know) on single unpadded pairs and summed over the real pairs of the timed batches, so padding counts
+as waste, not as work. Decoding speed depends on output lengths: pass a trained ``--checkpoint`` for
+meaningful decoding numbers (an untrained model decodes to the length limit). With ``--ctranslate2`` the
+same weights, exported with nmt-export to CTranslate2 float32 and int8, decode beside ours (interleaved,
+same threads, same sentences).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import math
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -136,48 +144,107 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
     return lambda s, t: features(s, t) @ coef
 
 
-def bench_training(model_name: str, data, steps: int, max_tokens: int) -> dict:
-    cfg = compose_cfg([f"model={model_name}"])
-    torch.manual_seed(1)
-    model = build_model(
-        cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
-    )
-    optimizer = build_optimizer(model.parameters(), cfg.trainer.optimizer)
-    src_lens, tgt_lens = lengths(data.train)
-    sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
-    batches = []
-    for batch in batch_loader(data.train, sampler):
-        batches.append(batch)
-        if len(batches) == steps + 1:
-            break
+class TrainingBench:
+    """One model at its Multi30k CPU size with its optimizer and a fixed list of real training batches,
+    timed in rounds (:meth:`time_round`) so that the models of a benchmark can be interleaved."""
 
-    def step(batch) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        forward_backward(model, batch)
-        optimizer.step()
+    def __init__(self, model_name: str, data, steps: int, max_tokens: int):
+        cfg = compose_cfg([f"model={model_name}"])
+        torch.manual_seed(1)
+        self.name = model_name
+        self.model = build_model(
+            cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
+        )
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.trainer.optimizer)
+        src_lens, tgt_lens = lengths(data.train)
+        sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
+        batches = []
+        for batch in batch_loader(data.train, sampler):
+            batches.append(batch)
+            if len(batches) == steps + 1:
+                break
+        self.model.train()
+        flops = pair_flops(self.model, len(data.tgt_tok))
+        self._step(batches[0])  # warm-up (allocations, kernels)
+        self.batches = batches[1:]
+        self.src_real = np.concatenate([b.src_lengths.numpy() for b in self.batches])
+        self.tgt_real = np.concatenate([(b.tgt_out != PAD_ID).sum(1).numpy() for b in self.batches])
+        self.padded = sum(b.src.numel() + b.tgt_in.numel() for b in self.batches)
+        self.useful_flops = float(flops(self.src_real, self.tgt_real).sum())
+        self.seconds: list[float] = []
 
-    model.train()
-    flops = pair_flops(model, len(data.tgt_tok))
-    step(batches[0])  # warm-up (allocations, kernels)
-    timed = batches[1:]
-    start = time.perf_counter()
-    for batch in timed:
-        step(batch)
-    seconds = time.perf_counter() - start
-    src_real = np.concatenate([b.src_lengths.numpy() for b in timed])
-    tgt_real = np.concatenate([(b.tgt_out != PAD_ID).sum(1).numpy() for b in timed])
-    padded = sum(b.src.numel() + b.tgt_in.numel() for b in timed)
-    useful_flops = float(flops(src_real, tgt_real).sum())
+    def _step(self, batch: Batch) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        forward_backward(self.model, batch)
+        self.optimizer.step()
+
+    def time_round(self) -> None:
+        start = time.perf_counter()
+        for batch in self.batches:
+            self._step(batch)
+        self.seconds.append(time.perf_counter() - start)
+
+    def result(self, roofline: float) -> dict:
+        """Median and range over the rounds; MFU against ``roofline`` (GFLOP/s)."""
+        real = self.src_real.sum() + self.tgt_real.sum()
+        tgt = summary([self.tgt_real.sum() / t for t in self.seconds])
+        gflops = summary([self.useful_flops / t / 1e9 for t in self.seconds])
+        return {
+            "model": self.name,
+            "parameters_M": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 2),
+            "steps": len(self.batches),
+            "rounds": len(self.seconds),
+            "step_s": round(float(np.median(self.seconds)) / len(self.batches), 3),
+            "tgt_tok_s": round(tgt["median"]),
+            "tgt_tok_s_range": [round(x) for x in tgt["range"]],
+            "src_tgt_tok_s": round(real / float(np.median(self.seconds))),
+            "padding_pct": round(100 * (1 - real / self.padded), 1),
+            "model_gflop_s": round(gflops["median"], 1),
+            "mfu_pct": round(100 * gflops["median"] / roofline, 1),
+            "mfu_pct_range": [round(100 * x / roofline, 1) for x in gflops["range"]],
+            "spread_pct": round(tgt["spread_pct"], 1),
+        }
+
+
+def summary(values: list[float]) -> dict:
+    """Median, range and spread ((max - min) / median, in %) of repeated measurements of one figure."""
+    ordered = sorted(values)
+    median = float(np.median(ordered))
     return {
-        "model": model_name,
-        "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "steps": len(timed),
-        "step_s": round(seconds / len(timed), 3),
-        "tgt_tok_s": round(tgt_real.sum() / seconds),
-        "src_tgt_tok_s": round((src_real.sum() + tgt_real.sum()) / seconds),
-        "padding_pct": round(100 * (1 - (src_real.sum() + tgt_real.sum()) / padded), 1),
-        "model_gflop_s": round(useful_flops / seconds / 1e9, 1),
+        "median": median,
+        "range": [ordered[0], ordered[-1]],
+        "spread_pct": 100 * (ordered[-1] - ordered[0]) / median if median else math.inf,
     }
+
+
+def too_wide(spread_pct: float, limit_pct: float) -> bool:
+    """A figure whose repeats spread by more than ``limit_pct`` of its median cannot carry a conclusion."""
+    return spread_pct > limit_pct
+
+
+def bench_training(names: list[str], data, steps: int, max_tokens: int, rounds: int) -> tuple[list[dict], float]:
+    """Every model's training steps, ``rounds`` times, interleaved (model 1, 2, ..., then again), with the
+    matmul roofline measured between rounds; returns the rows and the roofline (the best rate seen)."""
+    benches = [TrainingBench(name, data, steps, max_tokens) for name in names]
+    roofline = matmul_roofline()
+    for _ in range(rounds):
+        for bench in benches:
+            bench.time_round()
+        roofline = max(roofline, matmul_roofline())
+    return [b.result(roofline) for b in benches], roofline
+
+
+def training_in_child(env_changes: dict[str, str], argv: list[str]) -> dict:
+    """Run this script's training part in a child process with ``env_changes`` (e.g. the AVX2 kernels) and
+    return its JSON: ATEN_CPU_CAPABILITY and the oneDNN / MKL ISA limits are read once, at start-up."""
+    with tempfile.TemporaryDirectory() as work:
+        out = Path(work) / "child.json"
+        subprocess.run(
+            [sys.executable, __file__, *argv, "--child", "--cpu-kinds", "native", "--json", str(out)],
+            env={**os.environ, **env_changes},
+            check=True,
+        )
+        return json.loads(out.read_text())
 
 
 def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeats: int, alpha: float) -> list[dict]:
@@ -229,13 +296,63 @@ def cpu_description() -> str:
     )
 
 
+# The AVX2-only CPU kind, emulated on an AVX-512 machine (what the suite's second run sets too).
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def print_training(kind: dict, spread_limit: float) -> None:
+    print(f"\n{kind['machine']}; fp32 matmul roofline {kind['matmul_fp32_gflop_s']} GFLOP/s\n")
+    print("| model | params | step s | tgt tok/s (range) | src+tgt tok/s | padding % | GFLOP/s | MFU % (range) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in kind["training"]:
+        low, high = r["tgt_tok_s_range"]
+        mlow, mhigh = r["mfu_pct_range"]
+        print(
+            f"| {r['model']} | {r['parameters_M']}M | {r['step_s']} | {r['tgt_tok_s']} ({low}-{high}) "
+            f"| {r['src_tgt_tok_s']} | {r['padding_pct']} | {r['model_gflop_s']} | {r['mfu_pct']} ({mlow}-{mhigh}) |"
+        )
+    wide = [r["model"] for r in kind["training"] if too_wide(r["spread_pct"], spread_limit)]
+    if wide:
+        print(
+            f"WARNING: the {kind['rounds']} rounds of {', '.join(wide)} spread by more than {spread_limit:g}% of "
+            "the median: the machine was busy or unsteady; do not conclude from these rows (rerun on a quiet machine)"
+        )
+
+
+def print_decoding(rows: list[dict], spread_limit: float) -> None:
+    print(
+        "\n| decoder | sentences | greedy sent/s (range) | greedy tok/s | greedy BLEU "
+        "| beam-5 sent/s (range) | beam-5 tok/s | beam-5 BLEU |\n|---|---|---|---|---|---|---|---|"
+    )
+    wide = []
+    for r in rows:
+        cells = [r["model"], r["sentences"]]
+        for beam in (1, 5):
+            low, high = r[f"beam{beam}_sent_s_range"]
+            cells += [f"{r[f'beam{beam}_sent_s']} ({low}-{high})", r[f"beam{beam}_tok_s"], r[f"beam{beam}_bleu"]]
+            if too_wide(100 * (high - low) / r[f"beam{beam}_sent_s"], spread_limit):
+                wide.append(f"{r['model']} beam {beam}")
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    if wide:
+        print(f"WARNING: repeats of {', '.join(wide)} spread by more than {spread_limit:g}%: do not conclude from them")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and sentences (a few minutes on 2 cores)")
     parser.add_argument("--models", nargs="*", default=MODELS, help="model configs to train")
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--steps", type=int, help="timed training steps per round (default 30, --quick 8)")
+    parser.add_argument("--sentences", type=int, help="test sentences decoded (default 1000, --quick 300)")
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
-    parser.add_argument("--repeats", type=int, default=3, help="decoding runs per search (median and range)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every figure (median and range)")
+    parser.add_argument("--spread-limit", type=float, default=10.0, help="warn above this spread, % of the median")
+    parser.add_argument(
+        "--cpu-kinds",
+        default="native,avx2",
+        help="native: this CPU's own kernels; avx2: also train under the AVX2 kernels (a child process)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # training only, JSON only
     parser.add_argument("--length-penalty", type=float, default=0.6, help="alpha of the decoding benchmark")
     parser.add_argument(
         "--ctranslate2", action="store_true", help="also decode the checkpoint's CTranslate2 float32 / int8 exports"
@@ -243,25 +360,28 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
+    steps, n_sent = args.steps or steps, args.sentences or n_sent
+    kinds = args.cpu_kinds.split(",")
     setup_cpu(0)  # what nmt-train does: default threads, freed memory kept
 
-    roofline = matmul_roofline()
     data = prepare_training_data(compose_cfg([]).data)
-    results = {
+    rows, roofline = bench_training(args.models, data, steps, args.max_tokens, args.repeats) if args.models else ([], 0)
+    native = {
         "machine": cpu_description(),
-        "training": [],
-        "decoding": [],
+        "matmul_fp32_gflop_s": round(roofline or matmul_roofline(), 1),
+        "rounds": args.repeats,
+        "training": rows,
     }
-    for name in args.models:
-        results["training"].append(bench_training(name, data, steps, args.max_tokens))
-        print(json.dumps(results["training"][-1]), flush=True)
-    roofline = max(roofline, matmul_roofline())  # measured before and after training; the higher counts
-    results["matmul_fp32_gflop_s"] = round(roofline, 1)
-    for r in results["training"]:
-        r["mfu_pct"] = round(100 * r["model_gflop_s"] / roofline, 1)
+    results = {"machine": native["machine"], "cpu_kinds": [native], "decoding": []}
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    if "avx2" in kinds and args.models and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        child_argv = ["--models", *args.models, "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats)]
+        child = training_in_child(AVX2_ENV, [*child_argv, "--steps", str(steps)])
+        results["cpu_kinds"] += child["cpu_kinds"]
 
-    test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
-    if args.checkpoint:
+    if args.checkpoint and not args.child:
+        test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
         with tempfile.TemporaryDirectory() as work:
             translators = decoders(args.checkpoint, args.ctranslate2, Path(work))
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
@@ -269,27 +389,16 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-    print(f"\n{results['machine']}; fp32 matmul roofline {results['matmul_fp32_gflop_s']} GFLOP/s\n")
-    print("| model | params | step s | tgt tok/s | src+tgt tok/s | padding % | GFLOP/s | MFU % |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results["training"]:
-        print(
-            f"| {r['model']} | {r['parameters_M']}M | {r['step_s']} | {r['tgt_tok_s']} | {r['src_tgt_tok_s']} "
-            f"| {r['padding_pct']} | {r['model_gflop_s']} | {r['mfu_pct']} |"
-        )
-    if results["decoding"]:
-        print(
-            "\n| decoder | sentences | greedy sent/s (range) | greedy tok/s | greedy BLEU "
-            "| beam-5 sent/s (range) | beam-5 tok/s | beam-5 BLEU |\n|---|---|---|---|---|---|---|---|"
-        )
-        for r in results["decoding"]:
-            cells = [r["model"], r["sentences"]]
-            for beam in (1, 5):
-                low, high = r[f"beam{beam}_sent_s_range"]
-                cells += [f"{r[f'beam{beam}_sent_s']} ({low}-{high})", r[f"beam{beam}_tok_s"], r[f"beam{beam}_bleu"]]
-            print("| " + " | ".join(str(c) for c in cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.child:
+        return
+    for kind in results["cpu_kinds"]:
+        if kind["training"]:
+            print_training(kind, args.spread_limit)
+    if results["decoding"]:
+        print(f"\nDecoding: {results['machine']}")
+        print_decoding(results["decoding"], args.spread_limit)
 
 
 if __name__ == "__main__":

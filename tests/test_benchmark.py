@@ -1,12 +1,16 @@
-"""The benchmark's model-FLOPs count: exact for unpadded batches, padding never counted as work."""
+"""The benchmark's model-FLOPs count (exact for unpadded batches, padding never counted as work) and its
+repeated, per-CPU-kind measurements."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_models import TINY
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -38,3 +42,30 @@ def test_cpu_attention_and_lstm_kernels_are_counted(name):
         benchmark.forward_backward(model, batch)
     model.zero_grad(set_to_none=True)
     assert benchmark.step_flops(model, batch) > plain.get_total_flops()
+
+
+def test_summary_and_spread_flag():
+    s = benchmark.summary([110.0, 90.0, 100.0])
+    assert s["median"] == 100.0 and s["range"] == [90.0, 110.0] and s["spread_pct"] == pytest.approx(20.0)
+    assert benchmark.too_wide(s["spread_pct"], 10.0) and not benchmark.too_wide(s["spread_pct"], 25.0)
+
+
+def test_benchmark_reports_median_and_range_per_cpu_kind(tmp_path):
+    """Two interleaved rounds of real training steps, then the same under the AVX2 kernels in a child
+    process (skipped where this CPU is AVX2 already): each kind with its own roofline and MFU range."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(Path(benchmark.__file__)), "--models", "rnnencdec", "--steps", "2", "--repeats", "2"]
+    done = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    kinds = result["cpu_kinds"]
+    assert len(kinds) == (1 if torch.backends.cpu.get_cpu_capability() == "AVX2" else 2)
+    assert "emulated by ATEN_CPU_CAPABILITY" in kinds[-1]["machine"] or len(kinds) == 1
+    for kind in kinds:
+        (row,) = kind["training"]
+        assert row["model"] == "rnnencdec" and row["rounds"] == 2 and row["steps"] == 2
+        low, high = row["tgt_tok_s_range"]
+        assert 0 < low <= row["tgt_tok_s"] <= high
+        assert 0 < row["mfu_pct_range"][0] <= row["mfu_pct"] <= row["mfu_pct_range"][1] < 100
+        assert kind["matmul_fp32_gflop_s"] > 0
+    assert "MFU % (range)" in done.stdout
