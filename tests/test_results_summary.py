@@ -1,0 +1,67 @@
+"""docs/results/README.md lists every claim of the reports written, and the tables not run yet."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import results_summary  # noqa: E402
+
+
+def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
+    rows = [
+        {"model": "base", "verdict": "reference"},
+        {
+            "model": "reverse",
+            "reference": "base",
+            "paper_delta": 1.3,
+            "our_delta": 2.41,
+            "claim_p": 0.001,
+            "verdict": "holds",
+        },
+        {
+            "model": "dropout",
+            "reference": "reverse",
+            "paper_delta": 1.4,
+            "our_delta": -0.2,
+            "claim_p": 0.4,
+            "verdict": "within noise",
+        },
+    ]
+    length = {
+        "claims": [
+            {
+                "claim": "encdec degrades",
+                "run": "encdec",
+                "against": None,
+                "expect": "drops",
+                "our_drop": 7.5,
+                "p": 0.001,
+                "verdict": "holds",
+            }
+        ]
+    }
+    (tmp_path / "table1").mkdir()
+    (tmp_path / "table1" / "results.json").write_text(json.dumps({"meta": {"length_claims": length}, "runs": rows}))
+    experiments = {"table1": {"paper": {"base": 11.3}}, "table4": {"paper": {"a": 1.0}}, "plain": {}}
+    page = results_summary.summary(tmp_path, experiments)
+    assert "| [table1](table1/report.md) | reverse vs base | +1.3 | +2.41 | 0.0010 | **holds** |" in page
+    assert "| dropout vs reverse | +1.4 | -0.20 | 0.4000 | **within noise** |" in page
+    assert "encdec degrades (BLEU drop on long sentences, encdec) | drops | +7.50 | 0.0010 | **holds** |" in page
+    assert "- table4: not run yet (`nmt-compare experiment=table4`)" in page
+    assert "- plain (not run yet: `nmt-compare experiment=plain`)" in page
+    assert "base vs" not in page  # reference rows make no claim
+
+
+def test_every_comparison_experiment_is_listed():
+    names = results_summary.comparison_experiments()
+    assert {
+        "compare_multi30k",
+        "bahdanau2014_table1",
+        "luong2015_table1",
+        "luong2015_table4",
+        "vaswani2017_table3",
+        "luong2015_multi30k_ablations",
+    } <= set(names)
