@@ -21,7 +21,10 @@ MACHINE_DATA_KEYS = ("root", "cache_dir", "num_proc")
 RUNTIME_TRAINER_KEYS = ("device", "threads", "num_workers")
 # Options added after runs were saved, with the value that computes what their absence did. At that value
 # they are left out of the comparison, so a run saved before them still resumes and is still reused.
-ADDED_OPTIONS = {"data": {"max_words": None}, "model": {"positions": "sinusoidal", "key_dim": None}}
+ADDED_OPTIONS = {
+    "data": {"max_words": None},
+    "model": {"positions": "sinusoidal", "key_dim": None, "encoder": "unidirectional"},
+}
 
 
 def _without_added_defaults(section: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ TINY = {
         "luong", embed_dim=16, hidden_dim=24, layers=2, attention={"score": "concat", "kind": "local_p", "window": 2}
     ),
     "luong-nofeed": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, input_feed=False),
+    "luong-brnn": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, encoder="bidirectional"),
     "transformer-learned-positions": model_cfg(
         "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, positions="learned"
     ),
@@ -292,3 +293,21 @@ def test_default_key_dim_keeps_the_checkpoint_layout():
     assert plain.decoder_layers[0].self_attn.kv_proj.weight.shape == (64, 32)
     with pytest.raises(ConfigError, match="model.key_dim=0"):
         build_model({**TINY["transformer"], "key_dim": 0}, 40, 40, shared_vocab=True)
+
+
+def test_luong_bidirectional_encoder_reads_both_ways():
+    """encoder=bidirectional (OpenNMT's brnn, beyond the paper): every source state depends on the words
+    after it too; the paper's unidirectional encoder (no reversal) depends only on the words before."""
+    src, lengths = _batch()
+    changed = src.clone()
+    changed[0, 6] = 30  # a late word of the first sentence
+    for name, sees_later in (("luong-brnn", True), ("luong-nofeed", False)):
+        cfg = {**TINY[name], "reverse_source": False}
+        model = build_model(cfg, 40, 40, shared_vocab=True).eval()
+        before, after = model.encode(src, lengths), model.encode(changed, lengths)
+        assert before.states.shape == (3, src.size(1), 24) and before.h0.shape == (3, 2, 24)
+        assert (not torch.equal(before.states[0, :6], after.states[0, :6])) is sees_later, name
+    with pytest.raises(ConfigError, match="model.encoder='both'"):
+        build_model({**TINY["luong"], "encoder": "both"}, 40, 40, shared_vocab=True)
+    with pytest.raises(ConfigError, match="hidden_dim=25 in two"):
+        build_model({**TINY["luong-brnn"], "hidden_dim": 25}, 40, 40, shared_vocab=True)

@@ -27,7 +27,7 @@ def test_options_added_later_match_runs_saved_before_them_at_their_old_meaning()
     under today's config (it resumes and nmt-compare reuses it); setting one of them makes it another."""
     now = _config()
     saved = copy.deepcopy(now)
-    for section, key in (("data", "max_words"), ("model", "positions"), ("model", "key_dim")):
+    for section, key in (("data", "max_words"), ("model", "positions"), ("model", "key_dim")):  # a Transformer
         del saved[section][key]
     assert computed_settings(saved) == computed_settings(now)
     assert comparable_config(saved) == comparable_config(now)

@@ -1,6 +1,7 @@
 """Luong, Pham & Manning (2015), "Effective Approaches to Attention-based Neural Machine Translation".
 
-  encoder:   stacked LSTM over the (optionally reversed, Sec. 4.1) source
+  encoder:   stacked LSTM over the (optionally reversed, Sec. 4.1) source; ``encoder=bidirectional`` is
+             OpenNMT's brnn instead (beyond the paper): hidden_dim / 2 per direction, concatenated
   decoder:   stacked LSTM initialised with the encoder's final states; input feeding (Sec. 3.3)
              concatenates the previous attentional vector h~_{t-1} to the input embedding
   attention: from the current top decoder state h_t (Sec. 3; scores and kinds in LuongAttention)
@@ -46,12 +47,16 @@ class LuongConfig:
     input_feed: bool
     attention: LuongAttentionConfig
     init: str  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
+    # unidirectional (the paper) | bidirectional (OpenNMT's brnn, beyond the paper); the default is for
+    # checkpoints written before the option existed
+    encoder: str = "unidirectional"
 
     def describe(self) -> str:
         att = self.attention
         kind = "no attention" if att.kind == "none" else f"{att.kind} {att.score}"
         feed = ", input feeding" if self.input_feed and att.kind != "none" else ""
-        return f"LSTM {self.layers} layers, {kind}{feed}"
+        bi = ", bidirectional encoder" if self.encoder == "bidirectional" else ""
+        return f"LSTM {self.layers} layers, {kind}{feed}{bi}"
 
 
 @dataclass
@@ -86,13 +91,27 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
                 f"model.attention.kind={att.kind} / score={att.score}: kinds {', '.join(LuongAttention.KINDS)}, "
                 f"none; scores {', '.join(LuongAttention.SCORES)}"
             )
+        if cfg.encoder not in ("unidirectional", "bidirectional"):
+            raise ConfigError(f"model.encoder={cfg.encoder!r}: use unidirectional (the paper) or bidirectional")
+        bidirectional = cfg.encoder == "bidirectional"
+        if bidirectional and cfg.hidden_dim % 2:
+            raise ConfigError(
+                f"model.encoder=bidirectional splits model.hidden_dim={cfg.hidden_dim} in two: use an even one"
+            )
         self.cfg = cfg
         self.has_attention = att.kind != "none"
         h = cfg.hidden_dim
         drop_between = cfg.dropout if cfg.layers > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
-        self.encoder = nn.LSTM(cfg.embed_dim, h, cfg.layers, batch_first=True, dropout=drop_between)
+        self.encoder = nn.LSTM(
+            cfg.embed_dim,
+            h // 2 if bidirectional else h,
+            cfg.layers,
+            batch_first=True,
+            dropout=drop_between,
+            bidirectional=bidirectional,
+        )
         dec_in = cfg.embed_dim + (h if cfg.input_feed else 0)
         self.decoder = nn.LSTM(dec_in, h, cfg.layers, batch_first=True, dropout=drop_between)
         self.attention = (
@@ -110,7 +129,9 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
     def encode(self, src: Tensor, src_lengths: Tensor) -> LuongMemory:
         tokens = reverse_padded(src, src_lengths) if self.cfg.reverse_source else src
         emb = dropout(self.src_embed(tokens), self.cfg.dropout, self.training)
-        states, (h, c) = run_packed(self.encoder, emb, src_lengths)  # states (B, S, H); h, c (L, B, H)
+        states, (h, c) = run_packed(self.encoder, emb, src_lengths)  # states (B, S, H); h, c (L * D, B, H / D)
+        if self.encoder.bidirectional:  # per layer [forward final; backward final]: (L, B, H)
+            h, c = (x.view(self.cfg.layers, 2, *x.shape[1:]).transpose(1, 2).flatten(2) for x in (h, c))
         if self.cfg.reverse_source:  # back to source order, so attention weights index source positions
             index = reverse_padded(torch.arange(src.size(1), device=src.device).expand_as(src), src_lengths)
             states = states.gather(1, index[..., None].expand_as(states))
