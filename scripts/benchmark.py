@@ -186,7 +186,7 @@ class TrainingBench:
 
     def result(self, roofline: float) -> dict:
         """Median and range over the rounds; MFU against ``roofline`` (GFLOP/s)."""
-        real = self.src_real.sum() + self.tgt_real.sum()
+        real, median_s = self.src_real.sum() + self.tgt_real.sum(), float(np.median(self.seconds))
         tgt = summary([self.tgt_real.sum() / t for t in self.seconds])
         gflops = summary([self.useful_flops / t / 1e9 for t in self.seconds])
         return {
@@ -194,10 +194,10 @@ class TrainingBench:
             "parameters_M": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 2),
             "steps": len(self.batches),
             "rounds": len(self.seconds),
-            "step_s": round(float(np.median(self.seconds)) / len(self.batches), 3),
+            "step_s": round(median_s / len(self.batches), 3),
             "tgt_tok_s": round(tgt["median"]),
             "tgt_tok_s_range": [round(x) for x in tgt["range"]],
-            "src_tgt_tok_s": round(real / float(np.median(self.seconds))),
+            "src_tgt_tok_s": round(real / median_s),
             "padding_pct": round(100 * (1 - real / self.padded), 1),
             "model_gflop_s": round(gflops["median"], 1),
             "mfu_pct": round(100 * gflops["median"] / roofline, 1),
@@ -266,9 +266,10 @@ def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeat
             )
             out[f"beam{beam}_tokens"] = sum(len(h[0].tokens) + 1 for h in hyps)
     for (label, beam), seconds in times.items():
-        out, rates = rows[label], sorted(len(sources) / t for t in seconds)
-        out[f"beam{beam}_sent_s"] = round(float(np.median(rates)), 1)
-        out[f"beam{beam}_sent_s_range"] = [round(rates[0], 1), round(rates[-1], 1)]
+        out, rates = rows[label], summary([len(sources) / t for t in seconds])
+        out[f"beam{beam}_sent_s"] = round(rates["median"], 1)
+        out[f"beam{beam}_sent_s_range"] = [round(x, 1) for x in rates["range"]]
+        out[f"beam{beam}_spread_pct"] = round(rates["spread_pct"], 1)
         out[f"beam{beam}_tok_s"] = round(out[f"beam{beam}_tokens"] / float(np.median(seconds)))
     return list(rows.values())
 
@@ -330,7 +331,7 @@ def print_decoding(rows: list[dict], spread_limit: float) -> None:
         for beam in (1, 5):
             low, high = r[f"beam{beam}_sent_s_range"]
             cells += [f"{r[f'beam{beam}_sent_s']} ({low}-{high})", r[f"beam{beam}_tok_s"], r[f"beam{beam}_bleu"]]
-            if too_wide(100 * (high - low) / r[f"beam{beam}_sent_s"], spread_limit):
+            if too_wide(r[f"beam{beam}_spread_pct"], spread_limit):
                 wide.append(f"{r['model']} beam {beam}")
         print("| " + " | ".join(str(c) for c in cells) + " |")
     if wide:
