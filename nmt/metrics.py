@@ -135,6 +135,11 @@ class LengthDrop:
         return self.short_bleu - self.long_bleu
 
 
+def long_sentences(sources: list[str], long_words: int) -> np.ndarray:
+    """(N,) True for the sources of more than ``long_words`` whitespace words: the long side of a length claim."""
+    return np.array([len(s.split()) > long_words for s in sources])
+
+
 def length_drops(
     sources: list[str],
     systems: dict[str, list[str]],
@@ -149,7 +154,7 @@ def length_drops(
     sentences. Every system is scored on the same bootstrap resamples of the test sentences (as
     sacrebleu's paired bootstrap, whose default seed this is), so drops of two systems can be compared
     sample by sample (:func:`bootstrap_p`)."""
-    long = np.array([len(s.split()) > long_words for s in sources])
+    long = long_sentences(sources, long_words)
     if long.all() or not long.any():
         raise ValueError(f"long_words={long_words} puts every test sentence on one side: no drop to measure")
     idx = np.random.default_rng(seed).choice(len(sources), size=(samples, len(sources)), replace=True)

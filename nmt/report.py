@@ -33,6 +33,7 @@ from nmt.metrics import (
     bootstrap_p,
     corpus_scores,
     length_drops,
+    long_sentences,
     paired_bootstrap,
     tokenized_bleu,
     tokenized_bleu_label,
@@ -267,7 +268,7 @@ def length_claims(
         )
     return {
         "long_words": int(spec.long_words),
-        "long_sentences": sum(len(s.split()) > int(spec.long_words) for s in sources),
+        "long_sentences": int(long_sentences(sources, int(spec.long_words)).sum()),
         "seed_runs": seeds,
         "seed_spread": round(spread, 2),
         "drops": {n: {"short": round(d.short_bleu, 2), "long": round(d.long_bleu, 2)} for n, d in drops.items()},
