@@ -19,7 +19,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from hydra import compose, initialize_config_dir
 from sacremoses import MosesTokenizer
+
+from nmt.data.corpus import drop_empty_pairs, load_split
+from nmt.data.prepare import word_counts
+from nmt.paths import CONFIG_DIR
 
 PAPER_LIMITS = (30, 50)
 
@@ -44,9 +49,10 @@ def wmt14_shares(root: Path) -> dict[int, float]:
 
 
 def multi30k_word_counts(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Whitespace words of each Multi30k training pair, German and English (what data.max_words counts)."""
-    de, en = (read_lines(root / "multi30k" / f"train.{lang}") for lang in ("de", "en"))
-    return np.array([len(x.split()) for x in de]), np.array([len(x.split()) for x in en])
+    """Words of each Multi30k de-en training pair, loaded and counted by the code data.max_words filters with."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        data = compose("train", overrides=["data=multi30k_de_en", f"data.root={root}", "data.source=local"]).data
+    return word_counts(drop_empty_pairs(load_split(data, data.train_split)))
 
 
 def matching_limit(src_lens: np.ndarray, tgt_lens: np.ndarray, share: float) -> tuple[int, float]:
