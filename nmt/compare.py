@@ -30,7 +30,7 @@ from nmt.data.prepare import load_eval_set
 from nmt.errors import ConfigError, NmtError
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
-from nmt.report import DecodedRun, write_report
+from nmt.report import DecodedRun, run_overrides, write_report
 from nmt.run_config import computed_settings
 from nmt.translator import Translator
 
@@ -66,9 +66,8 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
                 f"compare.{option} names {', '.join(unknown)}, not among compare.runs: {', '.join(c.runs)}"
             )
     check_length_claims(c)
-    seeds = {f"{c.baseline}_seed{k}": [*c.runs[c.baseline], f"trainer.seed={k}"] for k in c.reference_seeds or []}
     specs = []
-    for name, own in {**c.runs, **seeds}.items():
+    for name, own in run_overrides(c).items():
         overrides = [
             *c.common,
             *own,

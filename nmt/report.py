@@ -120,6 +120,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
     )
     rows, by_length, histories = [], {}, {}
     scores = {}
+    own_overrides = run_overrides(c)
     for run in runs:
         (report_dir / "hyps" / f"{run.name}.{split}.txt").write_text(
             "".join(h + "\n" for h in run.hypotheses), encoding="utf-8"
@@ -133,11 +134,13 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
             {
                 "model": run.name,
                 "description": model_config(run.cfg.model)[1].describe(),
+                "settings": " ".join(own_overrides.get(run.name, [])),
                 "parameters": record["parameters"],
                 "steps": record["steps"],
                 "train_minutes": record["train_minutes"],
                 "tgt_tokens_per_s": record["tgt_tokens_per_s"],
                 "valid_bleu": record["valid_bleu"],
+                "still_improving": still_improving(record["history"]),
                 "bleu": score.bleu,
                 "bleu_ci": sig.bleu_ci,
                 "bleu_p": sig.bleu_p,
@@ -188,6 +191,21 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
 def reference_seed_runs(c: DictConfig) -> list[str]:
     """The baseline and its extra-seed runs (``compare.reference_seeds``), whose spread is the noise floor."""
     return [str(c.baseline), *(f"{c.baseline}_seed{k}" for k in c.get("reference_seeds") or [])]
+
+
+def run_overrides(c: DictConfig) -> dict[str, list[str]]:
+    """Each run's own overrides on top of ``compare.common``: ``compare.runs`` plus the baseline's extra-seed
+    runs, which repeat the baseline's with another ``trainer.seed``."""
+    base = list(c.runs[c.baseline])
+    seeds = {f"{c.baseline}_seed{k}": [*base, f"trainer.seed={k}"] for k in c.get("reference_seeds") or []}
+    return {**{name: list(own) for name, own in c.runs.items()}, **seeds}
+
+
+def still_improving(history: list[dict]) -> bool:
+    """True if a run's best validation BLEU came at its last validation: training stopped at its budget
+    while the model was still getting better, so its comparison is one at that budget, not at convergence."""
+    bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
+    return len(bleus) > 1 and bleus[-1] >= max(bleus)
 
 
 def paper_claims(
@@ -321,6 +339,15 @@ def _claims_markdown(rows: list[dict], claims: dict[str, Any]) -> list[str]:
             f"| {r['model']} | {r['reference'] or '–'} | {_fmt(r['paper_bleu'])} | {_fmt(r['paper_delta'])} "
             f"| {r['bleu']:.2f} | {_fmt(r['our_delta'])} | {_fmt(p, 4)} | {r['verdict']} |"
         )
+    improving = [r["model"] for r in rows if r["still_improving"]]
+    if improving:
+        lines += [
+            "",
+            f"Still improving when the budget ended (best validation BLEU at the last validation): "
+            f"{', '.join(improving)} ({len(improving)} of {len(rows)} rows). These verdicts are the claims at this "
+            "budget of updates, not at convergence; a claim about regularisation or a slower-learning model can "
+            "change with more updates.",
+        ]
     return lines
 
 
@@ -334,15 +361,17 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
         f"{meta['sentences']} test sentences, every one scored; beam {search['beam_size']}, length penalty "
         f"α {search['length_penalty']}; checkpoint: {meta['checkpoint']}. Machine: {meta['machine']}.",
         "",
-        "| model | description | params | steps | train min | tgt tok/s | valid BLEU | test BLEU ± 95% CI "
+        "| model | description | settings | params | steps | train min | tgt tok/s | valid BLEU | test BLEU ± 95% CI "
         "| p vs baseline | chrF ± 95% CI | p vs baseline | tokenized BLEU † | paper |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        paper = f"{r['paper_bleu']} ({r['paper_source']})" if r["paper_bleu"] is not None else "–"
+        paper = _fmt(r["paper_bleu"]) + (f" ({r['paper_source']})" if r["paper_source"] else "")
+        settings = f"`{r['settings']}`" if r["settings"] else "–"
+        valid = _fmt(r["valid_bleu"]) + (" ↑" if r["still_improving"] else "")
         lines.append(
-            f"| {r['model']} | {r['description']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} "
-            f"| {_fmt(r['train_minutes'], 1)} | {_fmt(r['tgt_tokens_per_s'])} | {_fmt(r['valid_bleu'])} "
+            f"| {r['model']} | {r['description']} | {settings} | {r['parameters'] / 1e6:.2f}M | {r['steps']} "
+            f"| {_fmt(r['train_minutes'], 1)} | {_fmt(r['tgt_tokens_per_s'])} | {valid} "
             f"| **{r['bleu']:.2f}** ± {r['bleu_ci']:.2f} | {_p_value(r['bleu_p'])} "
             f"| {r['chrf']:.2f} ± {r['chrf_ci']:.2f} | {_p_value(r['chrf_p'])} "
             f"| {_fmt(r['tokenized_bleu'])} | {paper} |"
@@ -353,8 +382,10 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
         f"`{meta['chrf_signature']}`.",
         f"- 95% confidence intervals and p-values: sacrebleu paired bootstrap resampling against "
         f"**{meta['baseline']}**, `{meta['bootstrap_signature']}`; * marks p < 0.05.",
+        "- settings: the run's own overrides on top of the comparison's common ones.",
         "- valid BLEU: the best validation BLEU during training (decoded at trainer.valid_beam; best.pt follows "
-        "trainer.early_stopping.metric).",
+        "trainer.early_stopping.metric); ↑: the best came at the last validation, so the run was still "
+        "improving when its budget ended.",
         "- tgt tok/s: median of the training log windows (target tokens per second, `train_log.jsonl`).",
     ]
     if meta["tokenized_bleu"]:

@@ -75,9 +75,24 @@ def test_report_scores_every_line_with_significance_and_plots(compared: Path, ti
         assert row["steps"] == 40 and row["parameters"] > 0 and row["tgt_tokens_per_s"] > 0
         assert row["valid_bleu"] is not None and row["tokenized_bleu"] is not None
         assert sum(b["sentences"] for b in results["bleu_by_length"][name]) == len(refs)
+        assert row["settings"] == " ".join(TINY_MODELS[name])  # the row's own overrides, not the common ones
+        assert isinstance(row["still_improving"], bool)
     assert rows["rnnencdec"]["bleu_p"] is None and 0 < rows["transformer"]["bleu_p"] <= 1
     md = (report / "report.md").read_text(encoding="utf-8")
     assert "nrefs:1" in md and "paired bootstrap" in md and "tokenized BLEU" in md
+
+
+def test_still_improving_means_the_best_validation_was_the_last() -> None:
+    from nmt.report import still_improving
+
+    def history(*bleus: float) -> list[dict]:
+        return [{"step": 100 * i, "valid_bleu": b} for i, b in enumerate(bleus, 1)]
+
+    assert still_improving(history(5.0, 7.0, 9.0))
+    assert still_improving(history(5.0, 9.0, 9.0))  # a tie at the end: not yet past its best
+    assert not still_improving(history(5.0, 9.0, 8.0))
+    assert not still_improving(history(9.0))  # one validation says nothing about a trend
+    assert not still_improving([{"step": 100, "valid_loss": 3.0}])
 
 
 def test_rerun_reuses_finished_runs(
@@ -91,6 +106,34 @@ def test_rerun_reuses_finished_runs(
         # A changed training option makes a run unfinished again (nmt-train then resumes it).
         specs = compose_runs(_compare_config(tiny_root, cache_dir, compared, ["trainer.max_steps=60"]))
         assert not any(is_finished(s) for s in specs)
+
+
+def test_paper_table_report_shows_the_papers_numbers(compared: Path, tiny_root: Path, cache_dir: Path) -> None:
+    """The same finished runs reported as a paper table: the paper's number in the main table (once, with
+    no source the runs do not have) and a claims section with the verdict."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, compared)
+        with open_dict(cfg):
+            cfg.compare.report_dir = str(compared / "paper_report")
+            cfg.compare.paper = {"rnnencdec": 20.0, "transformer": 27.5}
+            cfg.compare.paper_source = "a paper's table"
+        run_comparison(cfg)
+    md = (compared / "paper_report" / "report.md").read_text(encoding="utf-8")
+    transformer_row = next(line for line in md.splitlines() if line.startswith("| transformer |"))
+    assert transformer_row.endswith("| 27.50 |") and "None" not in md
+    assert "## The paper's claims on this data" in md and "a paper's table" in md
+    improving = [
+        r["model"]
+        for r in json.loads((compared / "paper_report" / "results.json").read_text())["runs"]
+        if r["still_improving"]
+    ]
+    assert ("Still improving when the budget ended" in md) == bool(improving)
+    rows = {r["model"]: r for r in json.loads((compared / "paper_report" / "results.json").read_text())["runs"]}
+    assert rows["transformer"]["paper_delta"] == 7.5 and rows["transformer"]["verdict"] in {
+        "holds",
+        "reversed",
+        "within noise",
+    }
 
 
 def test_unknown_baseline_is_refused(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:
