@@ -51,6 +51,19 @@ def claim_lines(name: str, results: dict) -> list[str]:
     return lines
 
 
+def budget_line(name: str, results: dict) -> str:
+    """How far a table's runs trained, and how many were still improving when their budget ended."""
+    runs = results["runs"]
+    steps = sorted({r["steps"] for r in runs})
+    line = f"- {name}: {' / '.join(map(str, steps))} updates per row"
+    if all("still_improving" in r for r in runs):
+        improving = sum(r["still_improving"] for r in runs)
+        line += f"; {improving} of {len(runs)} rows still improving at their last validation"
+        if improving:
+            line += " (their verdicts hold at this budget, not at convergence)"
+    return line
+
+
 def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
     """The page: the claims of every paper table under ``results_dir``, then the other comparisons."""
     out = [
@@ -67,7 +80,7 @@ def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
         "| table | claim | paper Δ | our Δ | p | verdict |",
         "|---|---|---:|---:|---:|---|",
     ]
-    missing, others = [], []
+    missing, others, budgets = [], [], []
     for name, compare in experiments.items():
         result_file = results_dir / name / "results.json"
         command = f"`nmt-compare experiment={name}`"
@@ -75,9 +88,13 @@ def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
             shown = f"[{name}]({name}/report.md)" if result_file.is_file() else f"{name} (not run yet: {command})"
             others.append(f"- {shown}")
         elif result_file.is_file():
-            out += claim_lines(name, json.loads(result_file.read_text()))
+            results = json.loads(result_file.read_text())
+            out += claim_lines(name, results)
+            budgets.append(budget_line(name, results))
         else:
             missing.append(f"- {name}: not run yet ({command})")
+    if budgets:
+        out += ["", "## Budgets", "", *budgets]
     if missing:
         out += ["", "## Paper tables not run yet", "", *missing]
     if others:

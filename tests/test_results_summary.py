@@ -12,7 +12,7 @@ import results_summary  # noqa: E402
 
 def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
     rows = [
-        {"model": "base", "verdict": "reference"},
+        {"model": "base", "verdict": "reference", "steps": 900, "still_improving": True},
         {
             "model": "reverse",
             "reference": "base",
@@ -20,6 +20,8 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
             "our_delta": 2.41,
             "claim_p": 0.001,
             "verdict": "holds",
+            "steps": 900,
+            "still_improving": False,
         },
         {
             "model": "dropout",
@@ -28,6 +30,8 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
             "our_delta": -0.2,
             "claim_p": 0.4,
             "verdict": "within noise",
+            "steps": 900,
+            "still_improving": True,
         },
     ]
     length = {
@@ -52,6 +56,7 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
     assert "encdec degrades (BLEU drop on long sentences, encdec) | drops | +7.50 | 0.0010 | **holds** |" in page
     assert "- table4: not run yet (`nmt-compare experiment=table4`)" in page
     assert "- plain (not run yet: `nmt-compare experiment=plain`)" in page
+    assert "- table1: 900 updates per row; 2 of 3 rows still improving at their last validation" in page
     assert "base vs" not in page  # reference rows make no claim
 
 
