@@ -16,6 +16,7 @@ import statistics
 from dataclasses import dataclass
 
 HOLDS, REVERSED, NOISE, UNKNOWN = "holds", "reversed", "within noise", "–"
+BETTER, WORSE = "better", "worse"  # the verdict on a change no paper made a claim about (an ablation)
 # compare.length_claims[*].expect -> the sign claimed for a BLEU drop from short to long sentences
 EXPECTED_DROP = {"drops": 1, "steady": 0}
 
@@ -54,6 +55,13 @@ def direction_verdict(
     if noise:
         return NOISE
     return HOLDS if (our_delta > 0) == (expected > 0) else REVERSED
+
+
+def effect_verdict(our_delta: float, p_value: float | None, spread: float, alpha: float = 0.05) -> str:
+    """better / worse / within noise for a change with no paper claim (an ablation against its reference)."""
+    if is_noise(our_delta, p_value, spread, alpha):
+        return NOISE
+    return BETTER if our_delta > 0 else WORSE
 
 
 def verdict(claim: Claim, alpha: float = 0.05) -> str:

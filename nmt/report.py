@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.claims import EXPECTED_DROP, Claim, direction_verdict, seed_spread, seed_summary, verdict
+from nmt.claims import EXPECTED_DROP, Claim, direction_verdict, effect_verdict, seed_spread, seed_summary, verdict
 from nmt.errors import ConfigError
 from nmt.metrics import (
     bleu_by_length,
@@ -157,7 +157,7 @@ def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split:
         if run.attention:
             title = f"{run.name}: {rows[-1]['description']}"
             plot_attention(run.attention, report_dir / f"attention_{run.name}.png", title)
-    claims = paper_claims(rows, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
+    claims = row_claims(rows, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
     long_claims = length_claims(sources, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
     first = scores[runs[0].name]
     meta = {
@@ -208,16 +208,17 @@ def still_improving(history: list[dict]) -> bool:
     return len(bleus) > 1 and bleus[-1] >= max(bleus)
 
 
-def paper_claims(
+def row_claims(
     rows: list[dict], hypotheses: dict[str, list[str]], refs: list[str], c: DictConfig, tokenize: str
 ) -> dict[str, Any] | None:
-    """For a paper-table comparison (``compare.paper``: run -> the paper's number), each row's claim: the
-    paper's change against the row it is compared with (``compare.reference``, default the baseline), our
-    change, the paired-bootstrap p of our row against that row, and the verdict (nmt.claims). None when the
-    comparison names no paper numbers. The rows gain ``reference``, ``paper_delta``, ``our_delta``,
-    ``claim_p`` and ``verdict``."""
+    """Each row's change against the row it is compared with (``compare.reference``, default the baseline):
+    our change, the paired-bootstrap p of our row against that row, and the verdict. In a paper table
+    (``compare.paper``: run -> the paper's number) the verdict says whether the paper's claim holds
+    (nmt.claims.verdict); a row without a paper number, as in an ablation, is better / worse / within
+    noise (nmt.claims.effect_verdict). None when the comparison names neither paper numbers nor reference
+    seeds. The rows gain ``reference``, ``paper_delta``, ``our_delta``, ``claim_p`` and ``verdict``."""
     paper = dict(c.get("paper") or {})
-    if not paper:
+    if not paper and not c.get("reference_seeds"):
         return None
     by_name = {r["model"]: r for r in rows}
     seeds = reference_seed_runs(c)
@@ -237,9 +238,13 @@ def paper_claims(
         ours, theirs, theirs_ref = row["bleu"] - by_name[ref]["bleu"], paper.get(name), paper.get(ref)
         delta = None if theirs is None or theirs_ref is None else round(theirs - theirs_ref, 2)
         row.update(reference=ref, paper_delta=delta, our_delta=round(ours, 2), claim_p=p)
-        row["verdict"] = verdict(Claim(delta, ours, p, spread))
+        if paper:
+            row["verdict"] = verdict(Claim(delta, ours, p, spread))
+        else:
+            row["verdict"] = effect_verdict(ours, p, spread)
     seed_scores = [by_name[n]["bleu"] for n in seeds]
     return {
+        "paper": bool(paper),
         "source": c.get("paper_source"),
         "scale_note": c.get("scale_note"),
         "seed_runs": seeds,
@@ -319,16 +324,25 @@ def _length_claims_markdown(lc: dict[str, Any], sentences: int) -> list[str]:
 
 
 def _claims_markdown(rows: list[dict], claims: dict[str, Any]) -> list[str]:
-    lines = ["", "## The paper's claims on this data", ""]
+    paper = claims["paper"]
+    lines = ["", "## The paper's claims on this data" if paper else "## Each row against its reference row", ""]
     if claims["scale_note"]:
         lines += [str(claims["scale_note"]).strip(), ""]
     mean, std = claims["seed_mean_std"]
+    noise = (
+        f"Noise floor: the reference row trained with seeds of {', '.join(claims['seed_runs'])}: {mean:.2f} ± "
+        f"{std:.2f} BLEU (spread {claims['seed_spread']:.2f}). A change no larger than that spread, or with "
+        "paired-bootstrap p > 0.05 against its reference row, is *within noise*; "
+    )
+    if paper:
+        lines.append(
+            f"Paper numbers: {claims['source']} (the paper's data and metric, not ours). Our numbers: detokenized "
+            f"sacreBLEU on this test split. {noise}otherwise it *holds* if it points the paper's way and is "
+            "*reversed* if not."
+        )
+    else:
+        lines.append(f"Detokenized sacreBLEU on this test split. {noise}otherwise it is *better* or *worse*.")
     lines += [
-        f"Paper numbers: {claims['source']} (the paper's data and metric, not ours). Our numbers: detokenized "
-        f"sacreBLEU on this test split. Noise floor: the reference row trained with seeds of "
-        f"{', '.join(claims['seed_runs'])}: {mean:.2f} ± {std:.2f} BLEU (spread {claims['seed_spread']:.2f}). "
-        "A change no larger than that spread, or with paired-bootstrap p > 0.05 against its reference row, "
-        "is *within noise*; otherwise it *holds* if it points the paper's way and is *reversed* if not.",
         "",
         "| row | against | paper | paper Δ | ours | our Δ | p | verdict |",
         "|---|---|---:|---:|---:|---:|---:|---|",

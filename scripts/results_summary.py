@@ -65,7 +65,8 @@ def budget_line(name: str, results: dict) -> str:
 
 
 def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
-    """The page: the claims of every paper table under ``results_dir``, then the other comparisons."""
+    """The page: the claims of every paper table under ``results_dir``, then the other comparisons (with
+    each row's verdict against its reference row where the comparison has one, as an ablation does)."""
     out = [
         "# The attention papers' claims on Multi30k",
         "",
@@ -85,8 +86,14 @@ def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
         result_file = results_dir / name / "results.json"
         command = f"`nmt-compare experiment={name}`"
         if not compare.get("paper") and not compare.get("length_claims"):
-            shown = f"[{name}]({name}/report.md)" if result_file.is_file() else f"{name} (not run yet: {command})"
-            others.append(f"- {shown}")
+            if not result_file.is_file():
+                others.append(f"- {name} (not run yet: {command})")
+                continue
+            others.append(f"- [{name}]({name}/report.md)")
+            ablation = claim_lines(name, json.loads(result_file.read_text()))
+            if ablation:
+                others += ["", "  | table | row | paper Δ | our Δ | p | verdict |", "  |---|---|---:|---:|---:|---|"]
+                others += [f"  {line}" for line in ablation] + [""]
         elif result_file.is_file():
             results = json.loads(result_file.read_text())
             out += claim_lines(name, results)

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from nmt.claims import HOLDS, NOISE, REVERSED, UNKNOWN, Claim, seed_spread, seed_summary, verdict
+from nmt.claims import (
+    BETTER,
+    HOLDS,
+    NOISE,
+    REVERSED,
+    UNKNOWN,
+    WORSE,
+    Claim,
+    effect_verdict,
+    seed_spread,
+    seed_summary,
+    verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +38,20 @@ from nmt.claims import HOLDS, NOISE, REVERSED, UNKNOWN, Claim, seed_spread, seed
 )
 def test_verdict(paper, ours, p, spread, expected):
     assert verdict(Claim(paper, ours, p, spread)) == expected
+
+
+@pytest.mark.parametrize(
+    ("ours", "p", "spread", "expected"),
+    [
+        (+1.5, 0.001, 0.4, BETTER),
+        (-1.5, 0.001, 0.4, WORSE),
+        (+0.3, 0.001, 0.4, NOISE),  # significant but inside the seed spread
+        (-2.0, 0.300, 0.4, NOISE),  # large but not significant
+        (+2.0, None, 0.4, NOISE),  # the reference row itself
+    ],
+)
+def test_effect_verdict_of_a_change_no_paper_claimed(ours, p, spread, expected):
+    assert effect_verdict(ours, p, spread) == expected
 
 
 def test_alpha_is_the_significance_level():

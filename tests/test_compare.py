@@ -169,7 +169,7 @@ def test_paper_claims_compare_each_row_with_its_reference_row() -> None:
     against that row, and the verdict; the baseline's seed runs give the noise floor."""
     from omegaconf import OmegaConf
 
-    from nmt.report import paper_claims
+    from nmt.report import row_claims
 
     _, en = read_pairs("valid", 200)
     cut = [" ".join(s.split()[:-2]) for s in en]  # two words short on every line
@@ -187,7 +187,7 @@ def test_paper_claims_compare_each_row_with_its_reference_row() -> None:
             "bootstrap_samples": 200,
         }
     )
-    claims = paper_claims(rows, hyps, en, c, "13a")
+    claims = row_claims(rows, hyps, en, c, "13a")
     by = {r["model"]: r for r in rows}
     assert claims["seed_runs"] == ["base", "base_seed2"] and claims["seed_spread"] == 0.0
     assert by["base"]["verdict"] == by["base_seed2"]["verdict"] == "reference"
@@ -195,7 +195,13 @@ def test_paper_claims_compare_each_row_with_its_reference_row() -> None:
     # minus is judged against plus (its own bootstrap), where the paper says +1.0 and we lose BLEU
     assert by["minus"]["reference"] == "plus" and by["minus"]["paper_delta"] == 1.0
     assert by["minus"]["claim_p"] < 0.05 and by["minus"]["verdict"] == "reversed"
-    assert paper_claims(rows, hyps, en, OmegaConf.create({"baseline": "base"}), "13a") is None
+    assert row_claims(rows, hyps, en, OmegaConf.create({"baseline": "base"}), "13a") is None
+    # An ablation (no paper numbers, reference seeds): each row is better / worse / within noise.
+    ablation = c.copy()
+    ablation.paper, ablation.paper_source = {}, None
+    claims = row_claims(rows, hyps, en, ablation, "13a")
+    assert claims["paper"] is False and by["plus"]["verdict"] == "better" and by["minus"]["verdict"] == "worse"
+    assert by["plus"]["paper_delta"] is None and by["base_seed2"]["verdict"] == "reference"
 
 
 def test_paper_rows_must_name_runs_of_the_comparison(tiny_root: Path, cache_dir: Path, tmp_path: Path) -> None:

@@ -49,7 +49,26 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
     }
     (tmp_path / "table1").mkdir()
     (tmp_path / "table1" / "results.json").write_text(json.dumps({"meta": {"length_claims": length}, "runs": rows}))
-    experiments = {"table1": {"paper": {"base": 11.3}}, "table4": {"paper": {"a": 1.0}}, "plain": {}}
+    (tmp_path / "ablations").mkdir()
+    ablation_rows = [
+        {"model": "default", "verdict": "reference", "steps": 900},
+        {
+            "model": "no_feed",
+            "reference": "default",
+            "paper_delta": None,
+            "our_delta": -1.2,
+            "claim_p": 0.002,
+            "verdict": "worse",
+            "steps": 900,
+        },
+    ]
+    (tmp_path / "ablations" / "results.json").write_text(json.dumps({"meta": {}, "runs": ablation_rows}))
+    experiments = {
+        "table1": {"paper": {"base": 11.3}},
+        "table4": {"paper": {"a": 1.0}},
+        "plain": {},
+        "ablations": {"reference_seeds": [2]},
+    }
     page = results_summary.summary(tmp_path, experiments)
     assert "| [table1](table1/report.md) | reverse vs base | +1.3 | +2.41 | 0.0010 | **holds** |" in page
     assert "| dropout vs reverse | +1.4 | -0.20 | 0.4000 | **within noise** |" in page
@@ -57,6 +76,8 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
     assert "- table4: not run yet (`nmt-compare experiment=table4`)" in page
     assert "- plain (not run yet: `nmt-compare experiment=plain`)" in page
     assert "- table1: 900 updates per row; 2 of 3 rows still improving at their last validation" in page
+    assert "- [ablations](ablations/report.md)" in page
+    assert "| [ablations](ablations/report.md) | no_feed vs default | – | -1.20 | 0.0020 | **worse** |" in page
     assert "base vs" not in page  # reference rows make no claim
 
 
