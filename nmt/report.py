@@ -197,8 +197,11 @@ def run_overrides(c: DictConfig) -> dict[str, list[str]]:
     """Each run's own overrides on top of ``compare.common``: ``compare.runs`` plus the baseline's extra-seed
     runs, which repeat the baseline's with another ``trainer.seed``."""
     base = list(c.runs[c.baseline])
-    seeds = {f"{c.baseline}_seed{k}": [*base, f"trainer.seed={k}"] for k in c.get("reference_seeds") or []}
-    return {**{name: list(own) for name, own in c.runs.items()}, **seeds}
+    seed_runs = zip(reference_seed_runs(c)[1:], c.get("reference_seeds") or [])
+    return {
+        **{name: list(own) for name, own in c.runs.items()},
+        **{n: [*base, f"trainer.seed={k}"] for n, k in seed_runs},
+    }
 
 
 def still_improving(history: list[dict]) -> bool:
