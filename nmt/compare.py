@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.checkpoint import evaluation_checkpoint, latest_checkpoint
 from nmt.claims import EXPECTED_DROP
 from nmt.cli import report_user_errors, setup_cpu
-from nmt.data.prepare import load_eval_set
+from nmt.data.prepare import load_eval_set, prepare_training_data
 from nmt.errors import ConfigError, NmtError
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
@@ -112,15 +114,51 @@ def is_finished(spec: RunSpec) -> bool:
     return computed_settings(saved) == computed_settings(OmegaConf.to_container(spec.cfg, resolve=True))
 
 
-def train_run(spec: RunSpec) -> None:
-    """Train (or resume) one run with ``nmt-train`` in a child process; its log goes to the run dir."""
-    print(f"[{spec.name}] nmt-train {' '.join(spec.overrides)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "nmt.train", *spec.overrides])
-    if done.returncode != 0:
-        raise NmtError(
-            f"run {spec.name!r} stopped with exit status {done.returncode} (log: {spec.run_dir / 'train.log'}); "
-            "rerun the same nmt-compare command to resume it"
-        )
+def train_runs(specs: list[RunSpec], jobs: int) -> None:
+    """Train (or resume) each run with ``nmt-train`` in its own child process, ``jobs`` of them at a time.
+
+    With ``jobs > 1`` each child gets ``cores // jobs`` threads and writes its console to
+    ``<run_dir>/console.log``; the data caches are built first, here, so the children only read them.
+    Why run several: the CPU models' matmuls are small and scale poorly over threads. On 2 cores two
+    one-thread Luong runs trained 1,918 tgt tok/s each, one two-thread run 3,131 (1.23x more per second
+    side by side). A failed run starts no new ones; those already training finish, then the error names it.
+    """
+    if jobs > 1:
+        prepared: set[str] = set()
+        for spec in specs:
+            data_yaml = OmegaConf.to_yaml(spec.cfg.data)
+            if data_yaml not in prepared:
+                prepare_training_data(spec.cfg.data)
+                prepared.add(data_yaml)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, running, failed = list(specs), {}, []
+    while running or (pending and not failed):
+        while pending and not failed and len(running) < jobs:
+            spec = pending.pop(0)
+            print(f"[{spec.name}] nmt-train {' '.join(spec.overrides)}", flush=True)
+            command = [sys.executable, "-m", "nmt.train", *spec.overrides]
+            if jobs == 1:
+                child, log_file = subprocess.Popen(command), spec.run_dir / "train.log"
+            else:
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                log_file = spec.run_dir / "console.log"
+                with open(log_file, "ab") as console:
+                    child = subprocess.Popen(
+                        [*command, f"trainer.threads={threads}"], stdout=console, stderr=subprocess.STDOUT
+                    )
+            running[spec.name] = (child, log_file)
+        for name, (child, log_file) in list(running.items()):
+            if child.poll() is None:
+                continue
+            del running[name]
+            if child.returncode == 0:
+                print(f"[{name}] finished", flush=True)
+            else:
+                failed.append(f"{name!r} (exit status {child.returncode}, log: {log_file})")
+        if running:
+            time.sleep(0.5)
+    if failed:
+        raise NmtError(f"run {', '.join(failed)} stopped; rerun the same nmt-compare command to resume it")
 
 
 def load_run_translator(spec: RunSpec, device: str) -> Translator:
@@ -161,11 +199,15 @@ def run_comparison(cfg: DictConfig) -> Path:
     """Train what is missing, decode every run, write the report; returns the report directory."""
     c = cfg.compare
     specs = compose_runs(cfg)
+    if int(c.jobs) < 1:
+        raise ConfigError(f"compare.jobs={c.jobs}: give the number of runs to train at once (1 or more)")
+    unfinished = []
     for spec in specs:
         if is_finished(spec):
             print(f"[{spec.name}] finished run found in {spec.run_dir}: not retraining", flush=True)
         else:
-            train_run(spec)
+            unfinished.append(spec)
+    train_runs(unfinished, int(c.jobs))
     split = c.split or specs[0].cfg.data.test_splits[0]
     decoded = []
     for spec in specs:

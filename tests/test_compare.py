@@ -11,12 +11,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from nmt.compare import compose_runs, is_finished, run_comparison
-from nmt.errors import ConfigError
+from nmt.errors import ConfigError, NmtError
 from nmt.metrics import corpus_scores
 from nmt.paths import CONFIG_DIR
 
 
-def _compare_config(root: Path, cache: Path, tmp: Path, extra: list[str] | None = None) -> DictConfig:
+def _compare_config(root: Path, cache: Path, tmp: Path, extra: list[str] | None = None, jobs: int = 2) -> DictConfig:
     common = [
         f"data.root={root}",
         f"data.cache_dir={cache}",
@@ -41,6 +41,7 @@ def _compare_config(root: Path, cache: Path, tmp: Path, extra: list[str] | None 
             "compare.baseline=rnnencdec",
             "compare.heatmaps=2",
             "compare.bootstrap_samples=100",
+            f"compare.jobs={jobs}",
         ],
     )
     with open_dict(cfg):
@@ -106,6 +107,28 @@ def test_rerun_reuses_finished_runs(
         # A changed training option makes a run unfinished again (nmt-train then resumes it).
         specs = compose_runs(_compare_config(tiny_root, cache_dir, compared, ["trainer.max_steps=60"]))
         assert not any(is_finished(s) for s in specs)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_run_is_named_and_the_runs_beside_it_finish(
+    jobs: int, tiny_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The runs train in parallel (jobs=2, the fixture above) or one by one; either way a run that fails is
+    named with its log, no run starts after it, and a run training beside it is not lost."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, tmp_path, jobs=jobs)
+        with open_dict(cfg):
+            cfg.compare.runs = {
+                "rnnencdec": TINY_MODELS["rnnencdec"],
+                "broken": [*TINY_MODELS["rnnencdec"], "trainer.scheduler.kind=bogus"],
+                "transformer": TINY_MODELS["transformer"],
+            }
+        with pytest.raises(NmtError, match=r"run 'broken' \(exit status 2, log: .*broken.*\) stopped") as e:
+            run_comparison(cfg)
+        finished = {s.name: is_finished(s) for s in compose_runs(cfg)}
+    assert finished == {"rnnencdec": True, "broken": False, "transformer": False}
+    if jobs == 2:
+        assert "bogus" in Path(str(e.value).split("log: ")[1].split(")")[0]).read_text()
 
 
 def test_paper_table_report_shows_the_papers_numbers(compared: Path, tiny_root: Path, cache_dir: Path) -> None:
