@@ -25,7 +25,12 @@ TINY = {
     "rnnsearch": model_cfg("rnnsearch", embed_dim=16, hidden_dim=24, attention_dim=20, maxout_dim=12),
     "rnnencdec": model_cfg("rnnencdec", embed_dim=16, hidden_dim=24, maxout_dim=12),
     "luong": model_cfg(
-        "luong", embed_dim=16, hidden_dim=24, layers=2, attention={"score": "concat", "kind": "local_p", "window": 2}
+        "luong",
+        embed_dim=16,
+        hidden_dim=24,
+        layers=2,
+        input_feed=True,
+        attention={"score": "concat", "kind": "local_p", "window": 2},
     ),
     "luong-nofeed": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, input_feed=False),
     "luong-brnn": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, encoder="bidirectional"),
