@@ -128,7 +128,8 @@ def test_a_failed_run_is_named_and_the_runs_beside_it_finish(
         finished = {s.name: is_finished(s) for s in compose_runs(cfg)}
     assert finished == {"rnnencdec": True, "broken": False, "transformer": False}
     if jobs == 2:
-        assert "bogus" in Path(str(e.value).split("log: ")[1].split(")")[0]).read_text()
+        assert str(tmp_path / "runs" / "broken" / "console.log") in str(e.value)
+        assert "bogus" in (tmp_path / "runs" / "broken" / "console.log").read_text()
 
 
 def test_paper_table_report_shows_the_papers_numbers(compared: Path, tiny_root: Path, cache_dir: Path) -> None:
