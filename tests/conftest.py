@@ -84,6 +84,7 @@ TINY_MODELS: dict[str, list[str]] = {
         "model.layers=1",
         "model.dropout=0.0",
         "model.attention.window=4",
+        "model.input_feed=true",
     ],
 }
 
