@@ -114,6 +114,30 @@ def is_finished(spec: RunSpec) -> bool:
     return computed_settings(saved) == computed_settings(OmegaConf.to_container(spec.cfg, resolve=True))
 
 
+@dataclass
+class Child:
+    """One ``nmt-train`` process of :func:`train_runs`: its run, where its console goes, its CPU threads."""
+
+    spec: RunSpec
+    process: subprocess.Popen
+    log_file: Path
+    threads: int
+    moving: bool = False  # stopped on purpose, to resume with every core
+
+
+def start_child(spec: RunSpec, jobs: int, threads: int) -> Child:
+    """Start ``nmt-train`` for ``spec`` (resuming it if it has checkpoints) with ``threads`` CPU threads."""
+    print(f"[{spec.name}] nmt-train {' '.join(spec.overrides)}", flush=True)
+    command = [sys.executable, "-m", "nmt.train", *spec.overrides]
+    if jobs == 1:
+        return Child(spec, subprocess.Popen(command), spec.run_dir / "train.log", threads)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = spec.run_dir / "console.log"
+    with open(log_file, "ab") as console:
+        process = subprocess.Popen([*command, f"trainer.threads={threads}"], stdout=console, stderr=subprocess.STDOUT)
+    return Child(spec, process, log_file, threads)
+
+
 def train_runs(specs: list[RunSpec], jobs: int) -> None:
     """Train (or resume) each run with ``nmt-train`` in its own child process, ``jobs`` of them at a time.
 
@@ -121,7 +145,10 @@ def train_runs(specs: list[RunSpec], jobs: int) -> None:
     ``<run_dir>/console.log``; the data caches are built first, here, so the children only read them.
     Why run several: the CPU models' matmuls are small and scale poorly over threads. On 2 cores two
     one-thread Luong runs trained 1,918 tgt tok/s each, one two-thread run 3,131 (1.23x more per second
-    side by side). A failed run starts no new ones; those already training finish, then the error names it.
+    side by side). A run left training alone (nothing else running or waiting) would leave cores idle, so it
+    is stopped with SIGTERM, which saves a checkpoint at the current step, and resumed with every core: the
+    odd last run of a table trains about twice as fast. A failed run starts no new ones; those already
+    training finish, then the error names it.
     """
     if jobs > 1:
         prepared: set[str] = set()
@@ -130,31 +157,30 @@ def train_runs(specs: list[RunSpec], jobs: int) -> None:
             if data_yaml not in prepared:
                 prepare_training_data(spec.cfg.data)
                 prepared.add(data_yaml)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // jobs)
     pending, running, failed = list(specs), {}, []
     while running or (pending and not failed):
         while pending and not failed and len(running) < jobs:
             spec = pending.pop(0)
-            print(f"[{spec.name}] nmt-train {' '.join(spec.overrides)}", flush=True)
-            command = [sys.executable, "-m", "nmt.train", *spec.overrides]
-            if jobs == 1:
-                child, log_file = subprocess.Popen(command), spec.run_dir / "train.log"
-            else:
-                spec.run_dir.mkdir(parents=True, exist_ok=True)
-                log_file = spec.run_dir / "console.log"
-                with open(log_file, "ab") as console:
-                    child = subprocess.Popen(
-                        [*command, f"trainer.threads={threads}"], stdout=console, stderr=subprocess.STDOUT
-                    )
-            running[spec.name] = (child, log_file)
-        for name, (child, log_file) in list(running.items()):
-            if child.poll() is None:
+            alone = not pending and not running
+            running[spec.name] = start_child(spec, jobs, cores if alone else threads)
+        for name, child in list(running.items()):
+            if child.process.poll() is None:
                 continue
             del running[name]
-            if child.returncode == 0:
+            if child.process.returncode == 0:
                 print(f"[{name}] finished", flush=True)
+            elif child.moving:
+                print(f"[{name}] resuming alone with {cores} threads", flush=True)
+                running[name] = start_child(child.spec, jobs, cores)
             else:
-                failed.append(f"{name!r} (exit status {child.returncode}, log: {log_file})")
+                failed.append(f"{name!r} (exit status {child.process.returncode}, log: {child.log_file})")
+        if not pending and not failed and len(running) == 1:
+            lone = next(iter(running.values()))
+            if lone.threads < cores and not lone.moving:
+                lone.moving = True
+                lone.process.terminate()
         if running:
             time.sleep(0.5)
     if failed:

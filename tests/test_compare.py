@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from conftest import TINY_MODELS, read_pairs
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from nmt.compare import compose_runs, is_finished, run_comparison
+from nmt.compare import compose_runs, is_finished, run_comparison, train_runs
 from nmt.errors import ConfigError, NmtError
 from nmt.metrics import corpus_scores
 from nmt.paths import CONFIG_DIR
@@ -130,6 +131,27 @@ def test_a_failed_run_is_named_and_the_runs_beside_it_finish(
     if jobs == 2:
         assert str(tmp_path / "runs" / "broken" / "console.log") in str(e.value)
         assert "bogus" in (tmp_path / "runs" / "broken" / "console.log").read_text()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to leave one idle")
+def test_a_run_left_alone_resumes_with_every_core(
+    tiny_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With jobs=2, once the short run finishes the long one would train on one thread beside an idle core:
+    it is stopped (its checkpoint saved at that step) and resumed with all cores, losing no step."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = _compare_config(tiny_root, cache_dir, tmp_path, jobs=2)
+        with open_dict(cfg):
+            cfg.compare.runs = {
+                "rnnencdec": TINY_MODELS["rnnencdec"],
+                "long": [*TINY_MODELS["rnnencdec"], "trainer.max_steps=120", "trainer.validate_every=60"],
+            }
+        train_runs(compose_runs(cfg), jobs=2)
+        assert all(is_finished(s) for s in compose_runs(cfg))
+    assert f"[long] resuming alone with {os.cpu_count()} threads" in capsys.readouterr().out
+    log = (tmp_path / "runs" / "long" / "train_log.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log if "step" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[-1] == 120  # continued where it stopped, no step twice
 
 
 def test_paper_table_report_shows_the_papers_numbers(compared: Path, tiny_root: Path, cache_dir: Path) -> None:
