@@ -12,6 +12,7 @@ is reused, an interrupted one is resumed. Then each run's checkpoint decodes the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -199,11 +200,26 @@ def heatmap_rows(sources: list[str], count: int, max_words: int) -> list[int]:
     return [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= max_words][:count]
 
 
+def saved_hypotheses(spec: RunSpec, split: str, sentences: int) -> list[str] | None:
+    """The run's own translations of ``split`` (``eval/<split>.hyp``, written by ``nmt-train`` after training)
+    if they were decoded with this comparison's search and eval settings, one per sentence; else None."""
+    hyp_file = spec.run_dir / "eval" / f"{split}.hyp"
+    if not hyp_file.is_file():
+        return None
+    results = json.loads((spec.run_dir / "results.json").read_text())
+    settings = OmegaConf.to_container(spec.cfg, resolve=True)
+    if split not in results.get("test", {}) or any(results.get(k) != settings[k] for k in ("search", "eval")):
+        return None
+    hyps = hyp_file.read_text(encoding="utf-8").split("\n")[:-1]
+    return hyps if len(hyps) == sentences else None
+
+
 def decode_run(spec: RunSpec, split: str, device: str, c: DictConfig) -> DecodedRun:
-    """Translate ``split`` with the run's model and search settings; attention for a few sentences."""
+    """Translate ``split`` with the run's model and search settings (or reuse the run's own translations
+    of it, decoded with the same settings at the end of training); attention for a few sentences."""
     translator = load_run_translator(spec, device)
     eval_set = load_eval_set(spec.cfg.data, split, translator.src_tok, translator.tgt_tok)
-    hyps = translator.translate(eval_set.sources)
+    hyps = saved_hypotheses(spec, split, len(eval_set.sources)) or translator.translate(eval_set.sources)
     examples = []
     if translator.model.has_attention and c.heatmaps > 0:
         rows = heatmap_rows(eval_set.sources, int(c.heatmaps), int(c.heatmap_max_words))

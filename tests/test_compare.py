@@ -154,6 +154,29 @@ def test_a_run_left_alone_resumes_with_every_core(
     assert steps == sorted(set(steps)) and steps[-1] == 120  # continued where it stopped, no step twice
 
 
+def test_report_reuses_the_runs_own_test_translations_decoded_alike(
+    compared: Path, tiny_root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nmt-train already translated the test split with the same search: the report takes those lines
+    instead of decoding them again; another search setting decodes again."""
+    from nmt.translator import Translator
+
+    calls: list[int] = []
+    translate = Translator.translate
+    monkeypatch.setattr(Translator, "translate", lambda self, lines: calls.append(len(lines)) or translate(self, lines))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for extra, decoded in (([], 0), (["search.length_penalty=0.3"], 2)):
+            cfg = _compare_config(tiny_root, cache_dir, compared, extra)
+            with open_dict(cfg):
+                cfg.compare.report_dir = str(compared / f"report_{decoded}")
+            run_comparison(cfg)
+            assert len(calls) == decoded, extra
+            calls.clear()
+    for name in ("transformer", "rnnencdec"):
+        own = (compared / "runs" / name / "eval" / "test2016.hyp").read_text(encoding="utf-8")
+        assert (compared / "report_0" / "hyps" / f"{name}.test2016.txt").read_text(encoding="utf-8") == own
+
+
 def test_paper_table_report_shows_the_papers_numbers(compared: Path, tiny_root: Path, cache_dir: Path) -> None:
     """The same finished runs reported as a paper table: the paper's number in the main table (once, with
     no source the runs do not have) and a claims section with the verdict."""
