@@ -35,7 +35,7 @@ def _signed(x: float | None, digits: int = 2) -> str:
 def claim_lines(name: str, results: dict) -> list[str]:
     meta, lines = results["meta"], []
     for row in results["runs"]:
-        if row.get("verdict") in (None, "reference"):
+        if row.get("verdict") in (None, "reference", "–"):  # "–": a row the paper has no number for
             continue
         p = row.get("claim_p")
         lines.append(

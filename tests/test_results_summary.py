@@ -33,6 +33,16 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
             "steps": 900,
             "still_improving": True,
         },
+        {
+            "model": "unreported",
+            "reference": "base",
+            "paper_delta": None,
+            "our_delta": 0.1,
+            "claim_p": 0.4,
+            "verdict": "–",
+            "steps": 900,
+            "still_improving": True,
+        },
     ]
     length = {
         "claims": [
@@ -75,10 +85,11 @@ def test_summary_lists_each_claim_and_what_is_missing(tmp_path):
     assert "encdec degrades (BLEU drop on long sentences, encdec) | drops | +7.50 | 0.0010 | **holds** |" in page
     assert "- table4: not run yet (`nmt-compare experiment=table4`)" in page
     assert "- plain (not run yet: `nmt-compare experiment=plain`)" in page
-    assert "- table1: 900 updates per row; 2 of 3 rows still improving at their last validation" in page
+    assert "- table1: 900 updates per row; 3 of 4 rows still improving at their last validation" in page
     assert "- [ablations](ablations/report.md)" in page
     assert "| [ablations](ablations/report.md) | no_feed vs default | – | -1.20 | 0.0020 | **worse** |" in page
     assert "base vs" not in page  # reference rows make no claim
+    assert "unreported vs" not in page  # nor rows the paper has no number for
 
 
 def test_every_comparison_experiment_is_listed():
