@@ -15,7 +15,7 @@ from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model, select_rows
 from nmt.models.attention import AdditiveAttention, LuongAttention
-from nmt.models.rnn_encoder import reverse_padded
+from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 torch.manual_seed(0)
 
@@ -107,6 +107,24 @@ def test_luong_local_p_is_eq9_eq10_and_zero_outside_window():
             e = h_t[b, t] @ att.W_a(h_s[b]).T
             align = torch.softmax(e.masked_fill(~inside, -math.inf), 0)
             torch.testing.assert_close(a[b, t], align * torch.exp(-((s - p) ** 2) / (2 * (D / 2) ** 2)))
+
+
+def test_lstm_runs_in_fp32_under_cpu_autocast():
+    """trainer.amp=bf16 with an LSTM model failed on AVX2 CPUs (oneDNN has no bf16 LSTM kernel there:
+    "could not create a primitive descriptor"); the LSTM now runs in fp32 under CPU autocast on every
+    CPU kind, so its outputs equal the fp32 run's even when its inputs and state arrive in bf16."""
+    torch.manual_seed(0)
+    lstm = LSTM(6, 5, 2, batch_first=True)
+    x, lengths = torch.randn(3, 4, 6).bfloat16(), torch.tensor([4, 2, 3])
+    hx = (torch.randn(2, 3, 5).bfloat16(), torch.randn(2, 3, 5).bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h, c) = lstm(x, hx)
+        packed_out, packed_final = run_packed(lstm, x, lengths)
+    ref_out, (ref_h, ref_c) = lstm(x.float(), (hx[0].float(), hx[1].float()))
+    assert out.dtype == h.dtype == c.dtype == torch.float32
+    assert torch.equal(out, ref_out) and torch.equal(h, ref_h) and torch.equal(c, ref_c)
+    ref_packed_out, ref_packed_final = run_packed(lstm, x.float(), lengths)
+    assert torch.equal(packed_out, ref_packed_out) and torch.equal(packed_final[0], ref_packed_final[0])
 
 
 def test_reverse_keeps_eos_and_padding():

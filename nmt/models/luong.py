@@ -24,7 +24,7 @@ from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import initialize, luong_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
-from nmt.models.rnn_encoder import reverse_padded, run_packed
+from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 
 @dataclass
@@ -104,7 +104,7 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
         drop_between = cfg.dropout if cfg.layers > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
-        self.encoder = nn.LSTM(
+        self.encoder = LSTM(
             cfg.embed_dim,
             h // 2 if bidirectional else h,
             cfg.layers,
@@ -113,7 +113,7 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
             bidirectional=bidirectional,
         )
         dec_in = cfg.embed_dim + (h if cfg.input_feed else 0)
-        self.decoder = nn.LSTM(dec_in, h, cfg.layers, batch_first=True, dropout=drop_between)
+        self.decoder = LSTM(dec_in, h, cfg.layers, batch_first=True, dropout=drop_between)
         self.attention = (
             None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
         )

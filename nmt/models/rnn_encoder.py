@@ -1,10 +1,29 @@
-"""Recurrent encoders over padded batches (packed sequences, so padding never enters the recurrence)."""
+"""Recurrent layers over padded batches (packed sequences, so padding never enters the recurrence)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` that runs in fp32 under CPU autocast (``trainer.amp=bf16`` on a CPU).
+
+    oneDNN has a bf16 LSTM kernel only on AVX-512 CPUs; with AVX2 kernels it fails with "could not
+    create a primitive descriptor". fp32 on every CPU kind also keeps the two kinds' numerics alike, as
+    autocast already does for ``nn.GRU``; the products around the LSTM stay in bf16. GPUs are untouched.
+    """
+
+    def forward(
+        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        if not (
+            torch.is_autocast_enabled("cpu") and (input.data if isinstance(input, PackedSequence) else input).is_cpu
+        ):
+            return super().forward(input, hx)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(input.float(), None if hx is None else (hx[0].float(), hx[1].float()))
 
 
 def run_packed(rnn: nn.RNNBase, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
