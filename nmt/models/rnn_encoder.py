@@ -18,9 +18,8 @@ class LSTM(nn.LSTM):
     def forward(
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
-        if not (
-            torch.is_autocast_enabled("cpu") and (input.data if isinstance(input, PackedSequence) else input).is_cpu
-        ):
+        on_cpu = (input.data if isinstance(input, PackedSequence) else input).is_cpu
+        if not (on_cpu and torch.is_autocast_enabled("cpu")):
             return super().forward(input, hx)
         with torch.autocast("cpu", enabled=False):
             return super().forward(input.float(), None if hx is None else (hx[0].float(), hx[1].float()))
