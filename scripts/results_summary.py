@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from nmt.claims import UNKNOWN
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 
@@ -35,7 +37,7 @@ def _signed(x: float | None, digits: int = 2) -> str:
 def claim_lines(name: str, results: dict) -> list[str]:
     meta, lines = results["meta"], []
     for row in results["runs"]:
-        if row.get("verdict") in (None, "reference", "–"):  # "–": a row the paper has no number for
+        if row.get("verdict") in (None, "reference", UNKNOWN):  # UNKNOWN: a row the paper has no number for
             continue
         p = row.get("claim_p")
         lines.append(
