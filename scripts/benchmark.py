@@ -3,15 +3,19 @@
     python scripts/benchmark.py --quick                 # a few minutes on 2 CPU cores
     python scripts/benchmark.py --checkpoint runs/quickstart/best.pt --json bench.json
     python scripts/benchmark.py --models --checkpoint runs/quickstart/best.pt --ctranslate2   # decoding only
+    python scripts/benchmark.py --device cuda --amp bf16 --models transformer_base --max-tokens 25000  # a GPU
 
-Everything is measured in one run, so ratios are comparable: the fp32 matmul rate of this machine (the
-roofline: the best of the rounds measured before, between and after the training rounds), then for each
+Everything is measured in one run, so ratios are comparable: the matmul rate of this machine in the
+compute dtype (fp32, or bf16 with ``--amp bf16``, the trainer's autocast; the roofline: the best of the
+rounds measured before, between and after the training rounds), then for each
 model at its Multi30k CPU size a number of real training steps on real Multi30k batches, in ``--repeats``
 rounds interleaved across models, then greedy and beam-5 decoding of test2016, also in interleaved
 rounds. Every figure is the median of its rounds with their range; a figure whose range exceeds
 ``--spread-limit`` % of its median is flagged as too unsteady to conclude from. With ``--cpu-kinds
 native,avx2`` (the default) the training rounds run again in a child process under the AVX2 kernels
-(``ATEN_CPU_CAPABILITY=avx2``, oneDNN and MKL limited to AVX2), with that kind's own roofline.
+(``ATEN_CPU_CAPABILITY=avx2``, oneDNN and MKL limited to AVX2), with that kind's own roofline. With
+``--device cuda`` the same rounds run on the GPU (synchronised before every clock read), the roofline
+being the GPU's matmul rate in the compute dtype.
 
 Model FLOPs are counted with ``torch.utils.flop_counter`` (plus the CPU attention and LSTM kernels it does
 not know) on single unpadded pairs and summed over the real pairs of the timed batches, so padding counts
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from nmt.cli import setup_cpu
@@ -51,25 +56,54 @@ from nmt.models import build_model
 from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
+from nmt.trainer import autocast_dtype
 from nmt.translator import Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 
 
-def matmul_roofline(size: int = 2048, rounds: int = 5, repeats: int = 4) -> float:
-    """Sustained fp32 matmul GFLOP/s of this machine with the current thread count.
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it times the work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _square_operands(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
+    """Two random (size, size) matrices and the seconds one product of them takes (after a warm-up)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    a @ b
+    synchronize(device)
+    return a, b, time.perf_counter() - start
+
+
+def matmul_roofline(device: torch.device, dtype: torch.dtype, rounds: int = 5) -> float:
+    """Sustained ``dtype`` matmul GFLOP/s of this device (on the CPU, with the current thread count).
 
     The best of several rounds: a shared machine's rate drifts by a few percent, and the MFU denominator
-    should be what the hardware can do, not a slow moment.
+    should be what the hardware can do, not a slow moment. A GPU gets larger and more products per round
+    (8192^3, 20 per round: ~30 ms on an H200 in bf16) than a CPU (2048^3, 4 per round). The size starts
+    small and doubles while a product takes under 50 ms, so a dtype the CPU only emulates (bf16 on an AVX2
+    CPU: about 1 GFLOP/s) is measured in seconds, not minutes; real kernels reach the full size.
     """
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
+    largest, repeats = (8192, 20) if device.type == "cuda" else (2048, 4)
+    size = 256
+    a, b, once = _square_operands(size, device, dtype)
+    while size < largest and once < 0.05:
+        size *= 2
+        a, b, once = _square_operands(size, device, dtype)
+    if size < largest:
+        repeats = 1
     best = 0.0
     for _ in range(rounds):
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        synchronize(device)
         best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
     return best
 
@@ -102,9 +136,11 @@ UNCOUNTED_CPU_KERNELS = {
 }
 
 
-def forward_backward(model: torch.nn.Module, batch: Batch) -> None:
-    """The training step's model work: teacher-forced logits, label-smoothed loss, gradients."""
-    logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+def forward_backward(model: torch.nn.Module, batch: Batch, dtype: torch.dtype | None = None) -> None:
+    """The training step's model work: teacher-forced logits, label-smoothed loss, gradients; the forward
+    pass under autocast to ``dtype`` where one is given (what trainer.amp does)."""
+    with torch.autocast(batch.src.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
     loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
     (loss / ntok).backward()
 
@@ -126,7 +162,7 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
     exactly on single pairs of a few lengths, and a batch's useful FLOPs are the sum over its real pairs:
     padding is waste, not work.
     """
-    token = vocab_size - 1
+    token, device = vocab_size - 1, next(model.parameters()).device
     points = [(s, t) for s in (2, 11, 30) for t in (2, 11, 30)]  # 9 points for 6 coefficients
 
     def features(s, t):
@@ -134,7 +170,8 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
         return np.stack([np.ones_like(s), s, t, s * s, t * t, s * t], axis=-1)
 
     measured = np.array(
-        [step_flops(model, collate([0], [[token] * (s - 1)], [[token] * (t - 1)])) for s, t in points], dtype=np.float64
+        [step_flops(model, collate([0], [[token] * (s - 1)], [[token] * (t - 1)]).to(device)) for s, t in points],
+        dtype=np.float64,
     )
     design = features(*zip(*points))
     coef, *_ = np.linalg.lstsq(design, measured, rcond=None)
@@ -145,43 +182,48 @@ def pair_flops(model: torch.nn.Module, vocab_size: int) -> Callable[[np.ndarray,
 
 
 class TrainingBench:
-    """One model at its Multi30k CPU size with its optimizer and a fixed list of real training batches,
-    timed in rounds (:meth:`time_round`) so that the models of a benchmark can be interleaved."""
+    """One model config with its optimizer and a fixed list of real training batches on ``device``, timed in
+    rounds (:meth:`time_round`) so that the models of a benchmark can be interleaved; ``dtype``: the
+    autocast dtype of the forward pass (None: fp32)."""
 
-    def __init__(self, model_name: str, data, steps: int, max_tokens: int):
+    def __init__(
+        self, model_name: str, data, steps: int, max_tokens: int, device: torch.device, dtype: torch.dtype | None
+    ):
         cfg = compose_cfg([f"model={model_name}"])
         torch.manual_seed(1)
-        self.name = model_name
+        self.name, self.device, self.dtype = model_name, device, dtype
         self.model = build_model(
             cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
-        )
+        ).to(device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.trainer.optimizer)
         src_lens, tgt_lens = lengths(data.train)
         sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
         batches = []
         for batch in batch_loader(data.train, sampler):
-            batches.append(batch)
+            batches.append(batch.to(device))
             if len(batches) == steps + 1:
                 break
         self.model.train()
         flops = pair_flops(self.model, len(data.tgt_tok))
         self._step(batches[0])  # warm-up (allocations, kernels)
         self.batches = batches[1:]
-        self.src_real = np.concatenate([b.src_lengths.numpy() for b in self.batches])
-        self.tgt_real = np.concatenate([(b.tgt_out != PAD_ID).sum(1).numpy() for b in self.batches])
+        self.src_real = np.concatenate([b.src_lengths.cpu().numpy() for b in self.batches])
+        self.tgt_real = np.concatenate([(b.tgt_out != PAD_ID).sum(1).cpu().numpy() for b in self.batches])
         self.padded = sum(b.src.numel() + b.tgt_in.numel() for b in self.batches)
         self.useful_flops = float(flops(self.src_real, self.tgt_real).sum())
         self.seconds: list[float] = []
 
     def _step(self, batch: Batch) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        forward_backward(self.model, batch)
+        forward_backward(self.model, batch, self.dtype)
         self.optimizer.step()
 
     def time_round(self) -> None:
+        synchronize(self.device)
         start = time.perf_counter()
         for batch in self.batches:
             self._step(batch)
+        synchronize(self.device)
         self.seconds.append(time.perf_counter() - start)
 
     def result(self, roofline: float) -> dict:
@@ -222,15 +264,18 @@ def too_wide(spread_pct: float, limit_pct: float) -> bool:
     return spread_pct > limit_pct
 
 
-def bench_training(names: list[str], data, steps: int, max_tokens: int, rounds: int) -> tuple[list[dict], float]:
+def bench_training(
+    names: list[str], data, steps: int, max_tokens: int, rounds: int, device: torch.device, dtype: torch.dtype | None
+) -> tuple[list[dict], float]:
     """Every model's training steps, ``rounds`` times, interleaved (model 1, 2, ..., then again), with the
-    matmul roofline measured between rounds; returns the rows and the roofline (the best rate seen)."""
-    benches = [TrainingBench(name, data, steps, max_tokens) for name in names]
-    roofline = matmul_roofline()
+    matmul roofline (in the compute dtype) measured between rounds; returns the rows and the roofline (the
+    best rate seen)."""
+    benches = [TrainingBench(name, data, steps, max_tokens, device, dtype) for name in names]
+    roofline = matmul_roofline(device, dtype or torch.float32)
     for _ in range(rounds):
         for bench in benches:
             bench.time_round()
-        roofline = max(roofline, matmul_roofline())
+        roofline = max(roofline, matmul_roofline(device, dtype or torch.float32))
     return [b.result(roofline) for b in benches], roofline
 
 
@@ -274,24 +319,27 @@ def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeat
     return list(rows.values())
 
 
-def decoders(checkpoint: str, ctranslate2_exports: bool, work: Path) -> dict[str, Translator]:
+def decoders(checkpoint: str, ctranslate2_exports: bool, work: Path, device: torch.device) -> dict[str, Translator]:
     """Our PyTorch decoder on ``checkpoint`` and, with ``ctranslate2_exports``, CTranslate2 float32 and int8
-    on the same weights (exported with nmt-export), all with this process's thread count."""
-    found = {f"nmt PyTorch ({Path(checkpoint).name})": Translator.from_checkpoint(checkpoint)}
+    on the same weights (exported with nmt-export), all on ``device`` (on the CPU with this process's
+    thread count)."""
+    found = {f"nmt PyTorch ({Path(checkpoint).name})": Translator.from_checkpoint(checkpoint, device=device)}
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
 
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)
-            found[f"CTranslate2 {quantization}"] = Translator.from_checkpoint(directory)
+            found[f"CTranslate2 {quantization}"] = Translator.from_checkpoint(directory, device=device.type)
     return found
 
 
-def cpu_description() -> str:
-    """The CPU and the kernels PyTorch picked (AVX-512 or AVX2: speeds differ, so every number says which)."""
+def machine_description(device: torch.device) -> str:
+    """The CPU and the kernels PyTorch picked (AVX-512 or AVX2: speeds differ, so every number says which),
+    and the GPU where the benchmark runs on one."""
     emulated = " (emulated by ATEN_CPU_CAPABILITY)" if os.environ.get("ATEN_CPU_CAPABILITY") else ""
+    gpu = f"GPU {torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{gpu}{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}{emulated}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -302,7 +350,7 @@ AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_EN
 
 
 def print_training(kind: dict, spread_limit: float) -> None:
-    print(f"\n{kind['machine']}; fp32 matmul roofline {kind['matmul_fp32_gflop_s']} GFLOP/s\n")
+    print(f"\n{kind['machine']}; {kind['matmul_dtype']} matmul roofline {kind['matmul_gflop_s']} GFLOP/s\n")
     print("| model | params | step s | tgt tok/s (range) | src+tgt tok/s | padding % | GFLOP/s | MFU % (range) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in kind["training"]:
@@ -343,6 +391,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and sentences (a few minutes on 2 cores)")
     parser.add_argument("--models", nargs="*", default=MODELS, help="model configs to train")
     parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU: its own roofline, no AVX2 child)")
+    parser.add_argument(
+        "--amp", choices=["none", "bf16"], default="none", help="bf16: train under autocast, as trainer.amp=bf16"
+    )
     parser.add_argument("--steps", type=int, help="timed training steps per round (default 30, --quick 8)")
     parser.add_argument("--sentences", type=int, help="test sentences decoded (default 1000, --quick 300)")
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
@@ -364,19 +416,27 @@ def main() -> None:
     steps, n_sent = args.steps or steps, args.sentences or n_sent
     kinds = args.cpu_kinds.split(",")
     setup_cpu(0)  # what nmt-train does: default threads, freed memory kept
+    device = torch.device(args.device)
+    dtype = autocast_dtype(args.amp, device)
 
     data = prepare_training_data(compose_cfg([]).data)
-    rows, roofline = bench_training(args.models, data, steps, args.max_tokens, args.repeats) if args.models else ([], 0)
+    rows, roofline = [], 0.0
+    if args.models:
+        rows, roofline = bench_training(args.models, data, steps, args.max_tokens, args.repeats, device, dtype)
     native = {
-        "machine": cpu_description(),
-        "matmul_fp32_gflop_s": round(roofline or matmul_roofline(), 1),
+        "machine": machine_description(device),
+        "matmul_dtype": str(dtype or torch.float32).removeprefix("torch."),
+        "matmul_gflop_s": round(roofline or matmul_roofline(device, dtype or torch.float32), 1),
         "rounds": args.repeats,
         "training": rows,
     }
     results = {"machine": native["machine"], "cpu_kinds": [native], "decoding": []}
     for row in rows:
         print(json.dumps(row), flush=True)
-    if "avx2" in kinds and args.models and torch.backends.cpu.get_cpu_capability() != "AVX2":
+    if dtype is not None and "avx2" in kinds:
+        # AVX2 has no bf16 instructions: its matmuls would run a ~1 GFLOP/s fallback, not the model's speed.
+        print("--amp bf16: no AVX2 rows (bf16 matmuls on AVX2 CPUs run an emulation, not a kernel)", flush=True)
+    elif "avx2" in kinds and args.models and device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX2":
         child_argv = ["--models", *args.models, "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats)]
         child = training_in_child(AVX2_ENV, [*child_argv, "--steps", str(steps)])
         results["cpu_kinds"] += child["cpu_kinds"]
@@ -384,7 +444,7 @@ def main() -> None:
     if args.checkpoint and not args.child:
         test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
         with tempfile.TemporaryDirectory() as work:
-            translators = decoders(args.checkpoint, args.ctranslate2, Path(work))
+            translators = decoders(args.checkpoint, args.ctranslate2, Path(work), device)
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
         for row in results["decoding"]:
             print(json.dumps(row), flush=True)

@@ -4,6 +4,7 @@ repeated, per-CPU-kind measurements."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,5 +68,34 @@ def test_benchmark_reports_median_and_range_per_cpu_kind(tmp_path):
         low, high = row["tgt_tok_s_range"]
         assert 0 < low <= row["tgt_tok_s"] <= high
         assert 0 < row["mfu_pct_range"][0] <= row["mfu_pct"] <= row["mfu_pct_range"][1] < 100
-        assert kind["matmul_fp32_gflop_s"] > 0
+        assert kind["matmul_dtype"] == "float32" and kind["matmul_gflop_s"] > 0
     assert "MFU % (range)" in done.stdout
+
+
+def test_benchmark_trains_under_bf16_autocast_against_a_bf16_roofline(tmp_path):
+    """--amp bf16 (the GPU rows' set-up: trainer.amp=bf16's autocast) runs on the CPU too, slowly: the
+    roofline is then the bf16 matmul rate; no AVX2 rows, whose bf16 products would be an emulation."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(Path(benchmark.__file__)), "--models", "transformer_small", "--steps", "1"]
+    cmd += ["--repeats", "1", "--max-tokens", "256", "--amp", "bf16", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (kind,) = json.loads(out.read_text())["cpu_kinds"]
+    (row,) = kind["training"]
+    assert kind["matmul_dtype"] == "bfloat16" and kind["matmul_gflop_s"] > 0
+    assert row["tgt_tok_s"] > 0 and row["mfu_pct"] > 0
+    assert "bfloat16 matmul roofline" in done.stdout and "no AVX2 rows" in done.stdout
+
+
+def test_roofline_of_an_emulated_dtype_takes_seconds():
+    """bf16 under the AVX2 kernels runs at about 1 GFLOP/s: the roofline shrinks its products to match
+    instead of spending 6+ minutes on 23 products of 2048^3 (which hit this timeout before)."""
+    code = (
+        "import sys, torch; sys.path.insert(0, 'scripts'); import benchmark; "
+        "print(benchmark.matmul_roofline(torch.device('cpu'), torch.bfloat16))"
+    )
+    root = Path(benchmark.__file__).resolve().parents[1]
+    env = {**os.environ, **benchmark.AVX2_ENV}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) > 0
