@@ -117,6 +117,11 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return choices[amp]
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The forward pass's mixed-precision region: autocast to ``dtype``, or off where it is None (fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 class Trainer:
     """Runs training for a model on prepared data, writing everything into ``run_dir``."""
 
@@ -246,9 +251,7 @@ class Trainer:
         return lr
 
     def _forward_loss(self, batch: Batch, model: torch.nn.Module | None = None) -> tuple[Tensor, Tensor, int]:
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-        ):
+        with autocast(self.device, self.autocast_dtype):
             logits, _ = (model or self.model)(batch.src, batch.src_lengths, batch.tgt_in)
         return label_smoothed_nll(logits, batch.tgt_out, float(self.tcfg.label_smoothing))
 

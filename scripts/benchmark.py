@@ -56,7 +56,7 @@ from nmt.models import build_model
 from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
-from nmt.trainer import autocast_dtype
+from nmt.trainer import autocast, autocast_dtype
 from nmt.translator import Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
@@ -139,7 +139,7 @@ UNCOUNTED_CPU_KERNELS = {
 def forward_backward(model: torch.nn.Module, batch: Batch, dtype: torch.dtype | None = None) -> None:
     """The training step's model work: teacher-forced logits, label-smoothed loss, gradients; the forward
     pass under autocast to ``dtype`` where one is given (what trainer.amp does)."""
-    with torch.autocast(batch.src.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast(batch.src.device, dtype):
         logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
     loss, _, ntok = label_smoothed_nll(logits, batch.tgt_out, 0.1)
     (loss / ntok).backward()
@@ -271,11 +271,12 @@ def bench_training(
     matmul roofline (in the compute dtype) measured between rounds; returns the rows and the roofline (the
     best rate seen)."""
     benches = [TrainingBench(name, data, steps, max_tokens, device, dtype) for name in names]
-    roofline = matmul_roofline(device, dtype or torch.float32)
+    compute_dtype = dtype or torch.float32
+    roofline = matmul_roofline(device, compute_dtype)
     for _ in range(rounds):
         for bench in benches:
             bench.time_round()
-        roofline = max(roofline, matmul_roofline(device, dtype or torch.float32))
+        roofline = max(roofline, matmul_roofline(device, compute_dtype))
     return [b.result(roofline) for b in benches], roofline
 
 
@@ -418,6 +419,7 @@ def main() -> None:
     setup_cpu(0)  # what nmt-train does: default threads, freed memory kept
     device = torch.device(args.device)
     dtype = autocast_dtype(args.amp, device)
+    compute_dtype = dtype or torch.float32
 
     data = prepare_training_data(compose_cfg([]).data)
     rows, roofline = [], 0.0
@@ -425,8 +427,8 @@ def main() -> None:
         rows, roofline = bench_training(args.models, data, steps, args.max_tokens, args.repeats, device, dtype)
     native = {
         "machine": machine_description(device),
-        "matmul_dtype": str(dtype or torch.float32).removeprefix("torch."),
-        "matmul_gflop_s": round(roofline or matmul_roofline(device, dtype or torch.float32), 1),
+        "matmul_dtype": str(compute_dtype).removeprefix("torch."),
+        "matmul_gflop_s": round(roofline or matmul_roofline(device, compute_dtype), 1),
         "rounds": args.repeats,
         "training": rows,
     }
