@@ -400,7 +400,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, help="test sentences decoded (default 1000, --quick 300)")
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every figure (median and range)")
-    parser.add_argument("--spread-limit", type=float, default=10.0, help="warn above this spread, % of the median")
+    parser.add_argument("--spread-limit", type=float, default=10.0, help="warn above this spread, %% of the median")
     parser.add_argument(
         "--cpu-kinds",
         default="native,avx2",

@@ -9,6 +9,7 @@ been run yet shows up as such, with the command that runs it.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     (RESULTS / "README.md").write_text(summary(RESULTS, comparison_experiments()), encoding="utf-8")
     print(f"written {RESULTS / 'README.md'}")
 

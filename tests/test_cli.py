@@ -216,3 +216,12 @@ def test_setup_cpu_serves_big_tensors_from_the_heap(mode):
     assert out.returncode == 0, out.stderr
     mmapped = int(out.stdout)
     assert (mmapped >= 8000 * 8000 * 4) if mode == "default" else (mmapped == 0)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (Path(__file__).parents[1] / "scripts").glob("*.py")))
+def test_every_script_prints_its_help(script):
+    """A '%' in an argparse help string crashed `benchmark.py --help` with a TypeError."""
+    path = Path(__file__).parents[1] / "scripts" / script
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
