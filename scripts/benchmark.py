@@ -187,7 +187,14 @@ class TrainingBench:
     autocast dtype of the forward pass (None: fp32)."""
 
     def __init__(
-        self, model_name: str, data, steps: int, max_tokens: int, device: torch.device, dtype: torch.dtype | None
+        self,
+        model_name: str,
+        data,
+        steps: int,
+        max_tokens: int,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        compile_model: bool = False,
     ):
         cfg = compose_cfg([f"model={model_name}"])
         torch.manual_seed(1)
@@ -204,7 +211,8 @@ class TrainingBench:
             if len(batches) == steps:
                 break
         self.model.train()
-        flops = pair_flops(self.model, len(data.tgt_tok))
+        flops = pair_flops(self.model, len(data.tgt_tok))  # on the eager model: the counter sees its kernels
+        self.stepped = torch.compile(self.model, dynamic=True) if compile_model else self.model
         self.batches = batches
         # One untimed pass over every timed batch: each new batch shape makes kernels, plans and allocations
         # (on an H200 under bf16, cuDNN attention graphs: a first round 9x slower than the next ones).
@@ -218,7 +226,7 @@ class TrainingBench:
 
     def _step(self, batch: Batch) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        forward_backward(self.model, batch, self.dtype)
+        forward_backward(self.stepped, batch, self.dtype)
         self.optimizer.step()
 
     def time_round(self) -> None:
@@ -236,6 +244,7 @@ class TrainingBench:
         gflops = summary([self.useful_flops / t / 1e9 for t in self.seconds])
         return {
             "model": self.name,
+            "compiled": self.stepped is not self.model,
             "parameters_M": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 2),
             "steps": len(self.batches),
             "rounds": len(self.seconds),
@@ -268,12 +277,19 @@ def too_wide(spread_pct: float, limit_pct: float) -> bool:
 
 
 def bench_training(
-    names: list[str], data, steps: int, max_tokens: int, rounds: int, device: torch.device, dtype: torch.dtype | None
+    names: list[str],
+    data,
+    steps: int,
+    max_tokens: int,
+    rounds: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    compile_model: bool = False,
 ) -> tuple[list[dict], float]:
     """Every model's training steps, ``rounds`` times, interleaved (model 1, 2, ..., then again), with the
     matmul roofline (in the compute dtype) measured between rounds; returns the rows and the roofline (the
     best rate seen)."""
-    benches = [TrainingBench(name, data, steps, max_tokens, device, dtype) for name in names]
+    benches = [TrainingBench(name, data, steps, max_tokens, device, dtype, compile_model) for name in names]
     compute_dtype = dtype or torch.float32
     roofline = matmul_roofline(device, compute_dtype)
     for _ in range(rounds):
@@ -362,8 +378,9 @@ def print_training(kind: dict, spread_limit: float) -> None:
     for r in kind["training"]:
         low, high = r["tgt_tok_s_range"]
         mlow, mhigh = r["mfu_pct_range"]
+        name = r["model"] + (" (compiled)" if r["compiled"] else "")
         print(
-            f"| {r['model']} | {r['parameters_M']}M | {r['step_s']} | {r['tgt_tok_s']} ({low}-{high}) "
+            f"| {name} | {r['parameters_M']}M | {r['step_s']} | {r['tgt_tok_s']} ({low}-{high}) "
             f"| {r['src_tgt_tok_s']} | {r['padding_pct']} | {r['model_gflop_s']} | {r['mfu_pct']} ({mlow}-{mhigh}) |"
         )
     wide = [r["model"] for r in kind["training"] if too_wide(r["spread_pct"], spread_limit)]
@@ -401,6 +418,9 @@ def main() -> None:
     parser.add_argument(
         "--amp", choices=["none", "bf16"], default="none", help="bf16: train under autocast, as trainer.amp=bf16"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="train torch.compile(model, dynamic=True); compiling is untimed"
+    )
     parser.add_argument("--steps", type=int, help="timed training steps per round (default 30, --quick 8)")
     parser.add_argument("--sentences", type=int, help="test sentences decoded (default 1000, --quick 300)")
     parser.add_argument("--checkpoint", help="trained checkpoint for the decoding benchmark")
@@ -429,7 +449,9 @@ def main() -> None:
     data = prepare_training_data(compose_cfg([]).data)
     rows, roofline = [], 0.0
     if args.models:
-        rows, roofline = bench_training(args.models, data, steps, args.max_tokens, args.repeats, device, dtype)
+        rows, roofline = bench_training(
+            args.models, data, steps, args.max_tokens, args.repeats, device, dtype, args.compile
+        )
     native = {
         "machine": machine_description(device),
         "matmul_dtype": str(compute_dtype).removeprefix("torch."),
@@ -445,6 +467,7 @@ def main() -> None:
         print("--amp bf16: no AVX2 rows (bf16 matmuls on AVX2 CPUs run an emulation, not a kernel)", flush=True)
     elif "avx2" in kinds and args.models and device.type == "cpu" and torch.backends.cpu.get_cpu_capability() != "AVX2":
         child_argv = ["--models", *args.models, "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats)]
+        child_argv += ["--compile"] if args.compile else []
         child = training_in_child(AVX2_ENV, [*child_argv, "--steps", str(steps)])
         results["cpu_kinds"] += child["cpu_kinds"]
 

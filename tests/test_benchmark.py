@@ -142,3 +142,18 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
     for beam in (1, 5):
         assert row[f"beam{beam}_sent_s_range"][0] > 2 / 0.3  # the 0.3 s call is in no timed round
         assert row[f"beam{beam}_bleu"] == 100.0
+
+
+def test_compiled_training_counts_flops_on_the_eager_model(tiny_root, cache_dir, tmp_path, monkeypatch):
+    """--compile times torch.compile(model, dynamic=True) (dynamo with the eager backend here: inductor's
+    compiling takes minutes on 2 cores) and reports the same exact FLOPs as the eager model."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_(model, backend="eager", **kw))
+    data = prepare_training_data(tiny_config(tiny_root, cache_dir, tmp_path, "transformer").data)
+    eager = benchmark.TrainingBench("transformer_small", data, 2, 200, torch.device("cpu"), None)
+    compiled = benchmark.TrainingBench("transformer_small", data, 2, 200, torch.device("cpu"), None, True)
+    assert compiled.stepped is not compiled.model and eager.stepped is eager.model
+    assert compiled.useful_flops == eager.useful_flops > 0
+    compiled.time_round()
+    eager.time_round()
+    assert compiled.result(100.0)["compiled"] and not eager.result(100.0)["compiled"]
