@@ -328,7 +328,8 @@ def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeat
             hyps = translator.translate_nbest(sources)
             if round_:
                 times[label, beam].append(time.perf_counter() - start)
-            out[f"beam{beam}_bleu"] = round(
+                continue
+            out[f"beam{beam}_bleu"] = round(  # the output of every round is the same: scored once
                 corpus_scores([translator.detokenize(h[0]) for h in hyps], references).bleu, 2
             )
             out[f"beam{beam}_tokens"] = sum(len(h[0].tokens) + 1 for h in hyps)
