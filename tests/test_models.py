@@ -150,6 +150,37 @@ def test_incremental_decoding_matches_teacher_forcing(name):
     assert torch.all(att[2, :, 3:] == 0)
 
 
+@pytest.mark.parametrize("name", ["transformer", "rnnsearch", "luong"])
+def test_decoding_logits_follow_every_change_of_the_weights(name):
+    """Decoding reads a cached transposed copy of the output weight (nmt/models/output_projection.py): an
+    optimizer step and a loaded state dict must show in the next decoding step exactly as in a pass with
+    autograd on (which multiplies by the weight itself)."""
+    model = build_model(TINY[name], 40, 40, shared_vocab=True)
+    other = build_model(TINY[name], 40, 40, shared_vocab=True)
+    src, lengths = _batch()
+    tgt = torch.randint(4, 40, (3, 1))
+
+    def decoded() -> torch.Tensor:
+        with torch.no_grad():
+            memory = model.encode(src, lengths)
+            return model.decode(tgt, memory, model.init_state(memory))[0]
+
+    def with_autograd() -> torch.Tensor:
+        return model(src, lengths, tgt)[0].detach()
+
+    model.eval()
+    before = decoded()
+    torch.testing.assert_close(before, with_autograd(), rtol=1e-5, atol=1e-6)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(src, lengths, tgt)[0].logsumexp(-1).sum().backward()
+    optimizer.step()
+    stepped = decoded()
+    assert not torch.allclose(stepped, before)
+    torch.testing.assert_close(stepped, with_autograd(), rtol=1e-5, atol=1e-6)
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(decoded(), with_autograd(), rtol=1e-5, atol=1e-6)
+
+
 def _leaves(obj: object, path: str = "") -> list[tuple[str, object]]:
     """Every tensor or plain value inside a memory / state, by its path through dataclasses, lists and tuples."""
     if dataclasses.is_dataclass(obj):

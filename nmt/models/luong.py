@@ -24,6 +24,7 @@ from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import initialize, luong_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
+from nmt.models.output_projection import vocab_logits
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 
@@ -172,6 +173,6 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
                 outs.append(h_t)
                 atts.append(a)
             h_tilde, a_t = torch.cat(outs, 1), torch.cat(atts, 1)
-        logits = self.W_s(dropout(h_tilde, self.cfg.dropout, self.training))
+        logits = vocab_logits(dropout(h_tilde, self.cfg.dropout, self.training), self.W_s.weight, self.W_s.bias)
         new_state = LuongState(h=hc[0].transpose(0, 1), c=hc[1].transpose(0, 1), feed=feed, step=step + length)
         return logits, new_state, (a_t if need_attention else None)

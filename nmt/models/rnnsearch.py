@@ -33,6 +33,7 @@ from nmt.models.attention import AdditiveAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import bahdanau_init, initialize
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
+from nmt.models.output_projection import vocab_logits
 from nmt.models.rnn_encoder import run_packed
 
 
@@ -126,7 +127,7 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors."""
         t = self.U_o(s) + self.V_o(emb) + self.C_o(ctx)
         t = t.view(*t.shape[:-1], self.cfg.maxout_dim, 2).amax(-1) if self.cfg.maxout else torch.tanh(t)
-        return self.W_o(dropout(t, self.cfg.dropout, self.training))
+        return vocab_logits(dropout(t, self.cfg.dropout, self.training), self.W_o.weight, self.W_o.bias)
 
     def decode(
         self, prev_tokens: Tensor, memory: GRUMemoryT, state: GRUState, need_attention: bool = False

@@ -24,6 +24,7 @@ from nmt.errors import ConfigError
 from nmt.models import register_model
 from nmt.models.dropout import dropout
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
+from nmt.models.output_projection import vocab_logits
 
 KeysValues = tuple[Tensor, Tensor]  # keys (B, h, L, d_k) and values (B, h, L, d_v) of one attention
 
@@ -288,7 +289,12 @@ class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
         for layer in self.encoder_layers:
             x = layer(x, attn_mask)
         x = self.encoder_norm(x)
-        cross_kv = tuple(layer.cross_attn.keys_values(x) for layer in self.decoder_layers)
+        # Contiguous once here: as views of the projection, every decoding step's attention products
+        # would copy them again (the batched matmul cannot fold (B, h) of a head-split view).
+        cross_kv = tuple(
+            (k.contiguous(), v.contiguous())
+            for k, v in (layer.cross_attn.keys_values(x) for layer in self.decoder_layers)
+        )
         return TransformerMemory(states=x, mask=mask, cross_kv=cross_kv)
 
     def init_state(self, memory: TransformerMemory) -> TransformerState:
@@ -307,5 +313,5 @@ class Transformer(Seq2SeqModel[TransformerMemory, TransformerState]):
             weights = w if w is not None else weights
         x = self.decoder_norm(x)
         proj = self.tgt_embed.weight if self.output_proj is None else self.output_proj.weight
-        logits = F.linear(x, proj)
+        logits = vocab_logits(x, proj)
         return logits, TransformerState(step=state.step + prev_tokens.size(1), layers=caches), weights
