@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -169,44 +170,47 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
     k, n_best, device = cfg.beam_size, cfg.n_best, src.device
     batch = src.size(0)
     memory = model.encode(src, src_lengths)
-    memory = select_rows(memory, torch.arange(batch, device=device).repeat_interleave(k))
+    # The first step decodes BOS once per sentence and its best 2k tokens seed the k beams (k identical
+    # rows would cost k times the step for the same candidates); from the second step on, k rows each.
     state = model.init_state(memory)
     max_lens = _max_lengths(model, src_lengths, cfg)
     sents = torch.arange(batch, device=device)  # group -> sentence
-    tokens = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
-    scores = torch.zeros(batch, k, device=device)
-    scores[:, 1:] = float("-inf")
-    att_hist = src.new_zeros((batch * k, 0, src.size(1)), dtype=torch.float) if cfg.need_attention else None
+    tokens = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, 1, device=device)  # (n, rows per sentence)
+    att_hist = src.new_zeros((batch, 0, src.size(1)), dtype=torch.float) if cfg.need_attention else None
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     # (batch,) normalised score of each sentence's n_best-th best finished hypothesis (-inf: fewer yet)
     threshold = torch.full((batch,), float("-inf"), device=device)
     ranks = torch.arange(2 * k, device=device)
     for t in range(int(max_lens.max())):
-        n = sents.numel()
+        n, g = scores.shape  # live sentences, rows per sentence (1 or k)
         logits, state, att = model.decode(tokens[:, -1:], memory, state, cfg.need_attention)
-        at_max = (t + 1 >= max_lens[sents]).repeat_interleave(k)  # (n*k,) may only end
-        logp, next_tok = _best_tokens(logits[:, -1], 2 * k, at_max)  # (n*k, w) each, w = min(2k, V)
+        at_max = (t + 1 >= max_lens[sents]).repeat_interleave(g)  # (n*g,) may only end
+        logp, next_tok = _best_tokens(logits[:, -1], 2 * k, at_max)  # (n*g, w) each, w = min(2k, V)
         width = logp.size(1)
-        cand = (scores.view(-1, 1) + logp).view(n, k * width)
-        top_scores, top_idx = cand.topk(2 * k, dim=1)  # (n, 2k)
-        origin, tok = top_idx // width, next_tok.view(n, k * width).gather(1, top_idx)
+        cand = (scores.view(-1, 1) + logp).view(n, g * width)
+        top_scores, top_idx = cand.topk(min(2 * k, cand.size(1)), dim=1)  # (n, 2k)
+        if top_scores.size(1) < 2 * k:  # one row of a vocabulary under 2k tokens: -inf candidates fill up
+            top_scores = F.pad(top_scores, (0, 2 * k - top_scores.size(1)), value=float("-inf"))
+            top_idx = F.pad(top_idx, (0, 2 * k - top_idx.size(1)))
+        origin, tok = top_idx // width, next_tok.view(n, g * width).gather(1, top_idx)
         is_eos = tok == EOS_ID
         if att_hist is not None:
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)
         # Finished hypotheses: EOS candidates ranked within the top k that enter their sentence's n-best.
         norm = top_scores / length_penalty(t + 1, cfg.length_penalty)
         entering = is_eos & (ranks < k) & torch.isfinite(top_scores) & (norm > threshold[sents][:, None])
-        for g, r in entering.nonzero().tolist():
-            row, s = g * k + int(origin[g, r]), int(sents[g])
+        for grp, r in entering.nonzero().tolist():
+            row, s = grp * g + int(origin[grp, r]), int(sents[grp])
             att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
-            hyp = Hypothesis(tokens[row, 1:].tolist(), float(norm[g, r]), att)
+            hyp = Hypothesis(tokens[row, 1:].tolist(), float(norm[grp, r]), att)
             finished[s] = sorted([*finished[s], hyp], key=lambda h: -h.score)[:n_best]
             if len(finished[s]) == n_best:
                 threshold[s] = finished[s][-1].score
         # Continue with the best k candidates that did not end.
         sel = (is_eos.long() * 2 * k + ranks).argsort(dim=1)[:, :k]  # (n, k)
         new_scores = top_scores.gather(1, sel)  # (n, k), best first
-        rows = (torch.arange(n, device=device)[:, None] * k + origin.gather(1, sel)).view(-1)
+        rows = (torch.arange(n, device=device)[:, None] * g + origin.gather(1, sel)).view(-1)  # parent rows
         new_tok = tok.gather(1, sel).view(-1, 1)
         reachable = _best_reachable(new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty)
         done = (reachable <= threshold[sents]) | (t + 1 >= max_lens[sents])
@@ -215,7 +219,9 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         keep_groups = (~done).nonzero().squeeze(1)
         keep_rows = (keep_groups[:, None] * k + torch.arange(k, device=device)).view(-1)
         rows = rows.view(n, k)[keep_groups].view(-1)
-        if done.any():
+        if g < k:  # the seeding step: k rows per sentence from here on
+            memory = select_rows(memory, keep_groups.repeat_interleave(k))
+        elif done.any():
             memory = select_rows(memory, keep_rows)
         state = select_rows(state, rows)
         tokens = torch.cat([tokens[rows], new_tok.view(n, k)[keep_groups].view(-1, 1)], dim=1)

@@ -109,6 +109,19 @@ def test_beam_stops_once_no_live_hypothesis_can_win():
     assert len(calls) == 2 and hyps[0][0].tokens == []
 
 
+def test_beam_decodes_the_first_step_once_per_sentence():
+    """BOS starts all k beams alike: the first step runs one row per sentence and seeds the k beams from
+    its best tokens; later steps run k rows per live sentence."""
+    model, src, lengths = _setup()
+    calls = _scripted(
+        model, {(): {6: 0.5, 7: 0.3, 8: 0.2}, (6,): {EOS_ID: 1.0}, (7,): {EOS_ID: 1.0}, (8,): {EOS_ID: 1.0}}
+    )
+    hyps = beam_search(model, src[:2], lengths[:2], SearchConfig(beam_size=3, n_best=3, length_penalty=0.0))
+    assert calls == [2, 6]
+    assert [[h.tokens for h in sent] for sent in hyps] == [[[6], [7], [8]]] * 2
+    assert [h.score for h in hyps[0]] == pytest.approx([math.log(p) for p in (0.5, 0.3, 0.2)], abs=1e-5)
+
+
 ARCHS = {
     "transformer": MODEL,
     "rnnsearch": model_cfg("rnnsearch", embed_dim=16, hidden_dim=16, attention_dim=16, maxout_dim=16),
