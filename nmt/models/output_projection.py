@@ -4,9 +4,10 @@ A (V, d) weight (``nn.Linear``'s layout, and the embedding matrix a tied output 
 transposed operand. On a CPU, MKL ran that product 35-40% slower than the same product with a contiguous
 (d, V) copy of the weight at decoding sizes (85-146 rows x 256 x 8000: 64-76 vs 87-106 GFLOP/s, 2
 threads, AVX2; ``scripts/benchmark.py`` has the end-to-end effect). The projection is the largest product
-of every decoding step, so search and evaluation read a cached transposed copy; training keeps
-``F.linear``, whose backward needs the weight as it is. The copy is rebuilt whenever the weight changes
-in place (an optimizer step, ``load_state_dict``: both bump the tensor's version counter) or moves.
+of every decoding step, so search and evaluation on a CPU read a cached transposed copy; training keeps
+``F.linear``, whose backward needs the weight as it is, and so does a GPU (measured only on CPUs). The
+copy is rebuilt whenever the weight changes in place (an optimizer step, ``load_state_dict``: both bump
+the tensor's version counter) or moves.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _transposed(weight: Tensor) -> Tensor:
 
 def vocab_logits(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x: (..., d); weight: (V, d); bias: (V,) or None. Returns logits (..., V)."""
-    if torch.is_grad_enabled() and weight.requires_grad:
+    if weight.device.type != "cpu" or (torch.is_grad_enabled() and weight.requires_grad):
         return F.linear(x, weight, bias)
     rows = x.reshape(-1, x.size(-1))  # (N, d)
     w_t = _transposed(weight)  # (d, V)
