@@ -181,6 +181,28 @@ def test_decoding_logits_follow_every_change_of_the_weights(name):
     torch.testing.assert_close(decoded(), with_autograd(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["rnnsearch", "rnnencdec"])
+def test_gru_decoder_is_the_papers_recurrence_with_nn_grucell(name):
+    """The GRU decoder computes the gates' step-independent share out of its loop (nmt/models/rnnsearch.py);
+    it must still be s_i = GRUCell([E y_{i-1}; c_i], s_{i-1}) followed by the deep output, step by step."""
+    model = build_model({**TINY[name], "dropout": 0.0}, 40, 40, shared_vocab=True).eval()
+    src, lengths = _batch()
+    tgt = torch.randint(4, 40, (3, 5))
+    with torch.no_grad():
+        for p in model.parameters():  # away from the paper's near-zero start, where every gate is ~0.5
+            p.normal_(0.0, 0.5)
+        memory = model.encode(src, lengths)
+        logits, state, _ = model.decode(tgt, memory, model.init_state(memory))
+        s, expected = memory.s0, []
+        for i in range(tgt.size(1)):
+            c = memory.c if name == "rnnencdec" else model.attention(s, memory.keys, memory.states, memory.mask)[0]
+            emb = model.tgt_embed(tgt[:, i])
+            s = model.cell(torch.cat([emb, c], dim=-1), s)
+            expected.append(model.deep_output(s[:, None], emb[:, None], c[:, None]))
+    torch.testing.assert_close(logits, torch.cat(expected, 1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(state.s, s, rtol=1e-4, atol=1e-5)
+
+
 def _leaves(obj: object, path: str = "") -> list[tuple[str, object]]:
     """Every tensor or plain value inside a memory / state, by its path through dataclasses, lists and tuples."""
     if dataclasses.is_dataclass(obj):

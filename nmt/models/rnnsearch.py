@@ -21,11 +21,11 @@ Shared decoder
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.models import register_model
@@ -105,7 +105,8 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=self.pad_id)
-        self.cell = nn.GRUCell(cfg.embed_dim + context_dim, cfg.hidden_dim)
+        self.context_dim = context_dim
+        self.cell = nn.GRUCell(cfg.embed_dim + context_dim, cfg.hidden_dim)  # its weights; stepped by _gru_step
         out = 2 * cfg.maxout_dim if cfg.maxout else cfg.maxout_dim
         self.U_o = nn.Linear(cfg.hidden_dim, out)
         self.V_o = nn.Linear(cfg.embed_dim, out, bias=False)
@@ -119,12 +120,29 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
     def init_state(self, memory: GRUMemoryT) -> GRUState:
         return GRUState(s=memory.s0)
 
-    @abstractmethod
     def context(self, s_prev: Tensor, memory: GRUMemoryT) -> tuple[Tensor, Tensor]:
-        """c_i (B, C) and the attention weights (B, S) for decoder state s_{i-1} (B, n)."""
+        """c_i (B, C) and the attention weights (B, S) for decoder state s_{i-1} (B, n): the attention of a
+        model whose ``fixed_context`` is None."""
+        raise NotImplementedError(f"{type(self).__name__} attends: it must define context()")
+
+    def fixed_context(self, memory: GRUMemoryT) -> Tensor | None:
+        """The context (B, C) of a model without attention, the same at every step; None: see context()."""
+        return None
+
+    def _gru_step(self, gates_in: Tensor, s: Tensor) -> Tensor:
+        """``nn.GRUCell`` with the input's share of the gates given, gates_in = W_ih x + b_ih (B, 3n):
+        r, z = sigmoid(gates_in + W_hh s + b_hh), n = tanh(gates_in_n + r * (W_hh s + b_hh)_n),
+        s' = (1 - z) n + z s (PyTorch's gate order r, z, n)."""
+        gates_h = F.linear(s, self.cell.weight_hh, self.cell.bias_hh)  # (B, 3n)
+        in_r, in_z, in_n = gates_in.chunk(3, dim=-1)
+        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
+        r, z = torch.sigmoid(in_r + h_r), torch.sigmoid(in_z + h_z)
+        n = torch.tanh(in_n + r * h_n)
+        return n + z * (s - n)
 
     def deep_output(self, s: Tensor, emb: Tensor, ctx: Tensor) -> Tensor:
-        """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors."""
+        """t~ = U_o s + V_o E y + C_o c; maxout (or tanh); logits W_o t. Works on (B, T, .) tensors; a
+        context that is the same at every step may come as (B, 1, C)."""
         t = self.U_o(s) + self.V_o(emb) + self.C_o(ctx)
         t = t.view(*t.shape[:-1], self.cfg.maxout_dim, 2).amax(-1) if self.cfg.maxout else torch.tanh(t)
         return vocab_logits(dropout(t, self.cfg.dropout, self.training), self.W_o.weight, self.W_o.bias)
@@ -133,16 +151,30 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         self, prev_tokens: Tensor, memory: GRUMemoryT, state: GRUState, need_attention: bool = False
     ) -> tuple[Tensor, GRUState, Tensor | None]:
         emb = dropout(self.tgt_embed(prev_tokens), self.cfg.dropout, self.training)  # (B, T, m)
+        steps = prev_tokens.size(1)
+        w_emb, w_ctx = self.cell.weight_ih.split([self.cfg.embed_dim, self.context_dim], dim=1)
+        # What does not depend on s_{i-1} is computed for all steps in one product, out of the loop: the
+        # embedding's share of the GRU input gates and, without attention, the context's share.
+        gates_in = F.linear(emb, w_emb, self.cell.bias_ih)  # (B, T, 3n)
+        fixed = self.fixed_context(memory)  # (B, C) or None
+        if fixed is not None:
+            gates_in = gates_in + F.linear(fixed, w_ctx)[:, None]
         s = state.s
         states, contexts, alphas = [], [], []
-        for i in range(prev_tokens.size(1)):
-            c, alpha = self.context(s, memory)
-            s = self.cell(torch.cat([emb[:, i], c], dim=-1), s)
+        for i in range(steps):
+            if fixed is None:
+                c, alpha = self.context(s, memory)
+                s = self._gru_step(gates_in[:, i] + F.linear(c, w_ctx), s)
+                contexts.append(c)
+                alphas.append(alpha)
+            else:
+                s = self._gru_step(gates_in[:, i], s)
             states.append(s)
-            contexts.append(c)
-            alphas.append(alpha)
-        logits = self.deep_output(torch.stack(states, 1), emb, torch.stack(contexts, 1))
-        attention = torch.stack(alphas, 1) if need_attention else None
+        ctx = fixed[:, None] if fixed is not None else torch.stack(contexts, 1)  # (B, T or 1, C)
+        logits = self.deep_output(torch.stack(states, 1), emb, ctx)
+        attention = None
+        if need_attention:
+            attention = torch.stack(alphas, 1) if fixed is None else uniform_attention(memory.mask, steps)
         return logits, GRUState(s=s), attention
 
 
@@ -192,5 +224,5 @@ class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
         c = torch.tanh(self.V(h_last[-1]))  # (B, n)
         return RNNEncDecMemory(states, src != self.pad_id, s0=torch.tanh(self.V_init(c)), c=c)
 
-    def context(self, s_prev: Tensor, memory: RNNEncDecMemory) -> tuple[Tensor, Tensor]:
-        return memory.c, uniform_attention(memory.mask, 1).squeeze(1)
+    def fixed_context(self, memory: RNNEncDecMemory) -> Tensor:
+        return memory.c
