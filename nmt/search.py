@@ -217,12 +217,11 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         if done.all():
             break
         keep_groups = (~done).nonzero().squeeze(1)
-        keep_rows = (keep_groups[:, None] * k + torch.arange(k, device=device)).view(-1)
         rows = rows.view(n, k)[keep_groups].view(-1)
         if g < k:  # the seeding step: k rows per sentence from here on
             memory = select_rows(memory, keep_groups.repeat_interleave(k))
         elif done.any():
-            memory = select_rows(memory, keep_rows)
+            memory = select_rows(memory, (keep_groups[:, None] * k + torch.arange(k, device=device)).view(-1))
         state = select_rows(state, rows)
         tokens = torch.cat([tokens[rows], new_tok.view(n, k)[keep_groups].view(-1, 1)], dim=1)
         if att_hist is not None:

@@ -162,13 +162,13 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         s = state.s
         states, contexts, alphas = [], [], []
         for i in range(steps):
+            gates = gates_in[:, i]  # (B, 3n)
             if fixed is None:
                 c, alpha = self.context(s, memory)
-                s = self._gru_step(gates_in[:, i] + F.linear(c, w_ctx), s)
+                gates = gates + F.linear(c, w_ctx)
                 contexts.append(c)
                 alphas.append(alpha)
-            else:
-                s = self._gru_step(gates_in[:, i], s)
+            s = self._gru_step(gates, s)
             states.append(s)
         ctx = fixed[:, None] if fixed is not None else torch.stack(contexts, 1)  # (B, T or 1, C)
         logits = self.deep_output(torch.stack(states, 1), emb, ctx)
