@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from nmt.data.tokenizer import SubwordTokenizer, moses_languages
 from nmt.errors import ConfigError
 from nmt.search import Hypothesis, SearchConfig
-from nmt.translator import Translator
+from nmt.translator import Translator, check_inter_threads
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class CTranslate2Translator(Translator):
         search: SearchConfig | Mapping[str, Any] | None = None,
         device: str = "auto",
         max_tokens: int = 4096,
+        inter_threads: int = 1,
     ) -> CTranslate2Translator:
         try:
             import ctranslate2
@@ -69,7 +70,10 @@ class CTranslate2Translator(Translator):
         shared = not target.is_file()
         tgt_tok = src_tok.for_language(tgt_lang) if shared else SubwordTokenizer(target.read_bytes(), tgt_lang)
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        model = ctranslate2.Translator(str(path), device=ct2_device, intra_threads=torch.get_num_threads())
+        check_inter_threads(inter_threads)
+        # As for PyTorch decoding: inter_threads batches at once (one engine replica each), sharing the threads.
+        intra = max(1, torch.get_num_threads() // inter_threads) if ct2_device == "cpu" else 0
+        model = ctranslate2.Translator(str(path), device=ct2_device, inter_threads=inter_threads, intra_threads=intra)
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
         if settings.beam_size > 1 and settings.length_penalty != 0:
             log.warning(
@@ -78,7 +82,7 @@ class CTranslate2Translator(Translator):
                 settings.length_penalty,
                 settings.length_penalty,
             )
-        return cls(model, src_tok, tgt_tok, settings, max_tokens, torch.device(ct2_device), cfg)
+        return cls(model, src_tok, tgt_tok, settings, max_tokens, torch.device(ct2_device), cfg, inter_threads)
 
     @property
     def has_attention(self) -> bool:

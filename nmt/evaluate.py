@@ -40,7 +40,9 @@ def eval_sets(cfg: DictConfig, translator: Translator) -> list[EvalSet]:
 @report_user_errors("nmt-evaluate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    translator = Translator.from_checkpoint(
+        cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads)
+    )
     print(f"decoding with {translator.search.describe()} {search_origin(cfg.search)}")
     first = cfg.checkpoint if isinstance(cfg.checkpoint, str) else cfg.checkpoint[0]
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(first).parent / "eval"

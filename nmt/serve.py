@@ -435,7 +435,9 @@ def main(cfg: DictConfig) -> None:
         max_queue=cfg.max_queue,
     )
     setup_cpu(int(cfg.threads))
-    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens))
+    translator = Translator.from_checkpoint(
+        cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads)
+    )
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     app = create_app(translator, options)
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log))

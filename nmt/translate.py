@@ -86,7 +86,9 @@ def translate_stream(
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
     search = {**cfg.search, "need_attention": True} if cfg.attention else cfg.search
-    translator = Translator.from_checkpoint(cfg.checkpoint, search, cfg.device, int(cfg.max_tokens))
+    translator = Translator.from_checkpoint(
+        cfg.checkpoint, search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads)
+    )
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:
         if cfg.input == "-":

@@ -342,18 +342,28 @@ def bench_decoding(translators: dict[str, Translator], test, n_sent: int, repeat
     return list(rows.values())
 
 
-def decoders(checkpoint: str, ctranslate2_exports: bool, work: Path, device: torch.device) -> dict[str, Translator]:
+def decoders(
+    checkpoint: str, ctranslate2_exports: bool, work: Path, device: torch.device, inter_threads: list[int]
+) -> dict[str, Translator]:
     """Our PyTorch decoder on ``checkpoint`` and, with ``ctranslate2_exports``, CTranslate2 float32 and int8
     on the same weights (exported with nmt-export), all on ``device`` (on the CPU with this process's
-    thread count)."""
-    found = {f"nmt PyTorch ({Path(checkpoint).name})": Translator.from_checkpoint(checkpoint, device=device)}
+    thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the threads)."""
+    models: dict[str, tuple[str | Path, str | torch.device]] = {
+        f"nmt PyTorch ({Path(checkpoint).name})": (checkpoint, device)
+    }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
 
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)
-            found[f"CTranslate2 {quantization}"] = Translator.from_checkpoint(directory, device=device.type)
-    return found
+            models[f"CTranslate2 {quantization}"] = (directory, device.type)
+    return {
+        label if n == 1 else f"{label}, inter_threads {n}": Translator.from_checkpoint(
+            path, device=where, inter_threads=n
+        )
+        for label, (path, where) in models.items()
+        for n in inter_threads
+    }
 
 
 def machine_description(device: torch.device) -> str:
@@ -437,6 +447,13 @@ def main() -> None:
     parser.add_argument(
         "--ctranslate2", action="store_true", help="also decode the checkpoint's CTranslate2 float32 / int8 exports"
     )
+    parser.add_argument(
+        "--inter-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="decode with each of these inter_threads (batches at once on the CPU, sharing its threads), e.g. 1 2",
+    )
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
@@ -475,7 +492,7 @@ def main() -> None:
     if args.checkpoint and not args.child:
         test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
         with tempfile.TemporaryDirectory() as work:
-            translators = decoders(args.checkpoint, args.ctranslate2, Path(work), device)
+            translators = decoders(args.checkpoint, args.ctranslate2, Path(work), device, args.inter_threads)
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
         for row in results["decoding"]:
             print(json.dumps(row), flush=True)

@@ -144,6 +144,17 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
         assert row[f"beam{beam}_bleu"] == 100.0
 
 
+def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path):
+    """``--ctranslate2 --inter-threads 1 2``: PyTorch and both CTranslate2 exports, each decoding one batch
+    at a time and two at once, on the same weights."""
+    found = benchmark.decoders(str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2])
+    pytorch = f"nmt PyTorch ({tiny_checkpoint.name})"
+    engines = [pytorch, "CTranslate2 float32", "CTranslate2 int8"]
+    assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
+    assert [t.inter_threads for t in found.values()] == [1, 2] * 3
+    assert found[f"{pytorch}, inter_threads 2"].translate(["Ein Hund."]) == found[pytorch].translate(["Ein Hund."])
+
+
 def test_compiled_training_counts_flops_on_the_eager_model(tiny_root, cache_dir, tmp_path, monkeypatch):
     """--compile times torch.compile(model, dynamic=True) (dynamo with the eager backend here: inductor's
     compiling takes minutes on 2 cores) and reports the same exact FLOPs as the eager model."""

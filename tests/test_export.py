@@ -70,6 +70,25 @@ def test_translator_translate_and_evaluate_accept_the_exported_directory(tiny_ch
     assert "test2016: BLEU = 100.00" in done.stdout.decode()
 
 
+def test_exported_directory_decodes_batches_at_once_with_inter_threads(tiny_checkpoint, tmp_path):
+    """inter_threads=2 gives CTranslate2 two replicas of one thread each, fed two batches at once, as
+    PyTorch decoding does: the same outputs, in order."""
+    out = export_ctranslate2(str(tiny_checkpoint), tmp_path / "ct2", "float32")
+    de, en = read_pairs("train", 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = Translator.from_checkpoint(out, beam_size=4, max_tokens=96).translate(de)
+        torch.set_num_threads(2)
+        ct2 = Translator.from_checkpoint(out, beam_size=4, max_tokens=96, inter_threads=2)
+        assert ct2.model.num_translators == 2 and ct2.inter_threads == 2
+        assert ct2.translate(de) == alone
+        ct2.search = SearchConfig(beam_size=1)
+        assert ct2.translate(de) == en
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_int8_export_keeps_the_translations(tiny_checkpoint, tmp_path):
     """int8 quantisation decodes real sentences (the 64 memorised Multi30k pairs) nearly as float32 does.
     Within 0.5 BLEU holds for a real model on a real test split (test2016, measured on AVX512 and AVX2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import pytest
 import torch
 from conftest import read_pairs
@@ -77,3 +80,47 @@ def test_ensemble_of_checkpoints_with_other_vocabularies_is_refused(tiny_checkpo
     save_checkpoint(tmp_path / "other.pt", {**payload, "tokenizers": {"src": other}})
     with pytest.raises(ConfigError, match="must share their vocabularies.*other.pt"):
         Translator.from_checkpoint([tiny_checkpoint, tmp_path / "other.pt"])
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_inter_threads_decode_batches_at_once_with_the_same_outputs_in_order(tiny_checkpoint, beam):
+    """Two batches at once, one thread each, give what one thread gives decoding them one by one (the
+    same kernels), line for line; PyTorch's thread count and a training model's mode are put back, and no
+    dropout runs while decoding even when the model was training (validation)."""
+    de, _ = read_pairs("train", 48)
+    lines = [*de[:20], "", *de[20:]]
+    options = {"beam_size": beam, "length_penalty": 0.6, "max_tokens": 24 * beam}  # many small batches
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = Translator.from_checkpoint(tiny_checkpoint, **options).translate_nbest(lines)
+        torch.set_num_threads(2)
+        parallel = Translator.from_checkpoint(tiny_checkpoint, inter_threads=2, **options)
+        model = parallel.model
+        model.cfg = dataclasses.replace(model.cfg, dropout=0.3)
+        for module in model.modules():
+            if isinstance(getattr(module, "dropout", None), float):
+                module.dropout = 0.3
+        model.train()
+        seen: list[tuple[str, int]] = []
+        decode_batch = parallel.decode_batch
+
+        def spy(src_ids: list[list[int]]):
+            seen.append((threading.current_thread().name, torch.get_num_threads()))
+            return decode_batch(src_ids)
+
+        parallel.decode_batch = spy
+        together = parallel.translate_nbest(lines)
+        assert torch.get_num_threads() == 2 and model.training
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) > 4 and {n for _, n in seen} == {1}
+    assert len({name for name, _ in seen}) == 2 and all(name.startswith("nmt-decode") for name, _ in seen)
+    assert [[h.tokens for h in hyps] for hyps in together] == [[h.tokens for h in hyps] for hyps in alone]
+    assert [h[0].score for h in together] == [h[0].score for h in alone]
+    assert together[20][0].tokens == []
+
+
+def test_inter_threads_must_be_positive(tiny_checkpoint):
+    with pytest.raises(ConfigError, match="inter_threads=0: give the number of batches decoded at once"):
+        Translator.from_checkpoint(tiny_checkpoint, inter_threads=0)
