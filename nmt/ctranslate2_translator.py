@@ -72,8 +72,10 @@ class CTranslate2Translator(Translator):
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         check_inter_threads(inter_threads)
         # As for PyTorch decoding: inter_threads batches at once (one engine replica each), sharing the threads.
-        intra = max(1, torch.get_num_threads() // inter_threads) if ct2_device == "cpu" else 0
+        threads = torch.get_num_threads()
+        intra = max(1, threads // inter_threads) if ct2_device == "cpu" else 0
         model = ctranslate2.Translator(str(path), device=ct2_device, inter_threads=inter_threads, intra_threads=intra)
+        torch.set_num_threads(threads)  # CTranslate2 set this process's OpenMP thread count to its intra_threads
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
         if settings.beam_size > 1 and settings.length_penalty != 0:
             log.warning(

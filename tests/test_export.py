@@ -72,7 +72,8 @@ def test_translator_translate_and_evaluate_accept_the_exported_directory(tiny_ch
 
 def test_exported_directory_decodes_batches_at_once_with_inter_threads(tiny_checkpoint, tmp_path):
     """inter_threads=2 gives CTranslate2 two replicas of one thread each, fed two batches at once, as
-    PyTorch decoding does: the same outputs, in order."""
+    PyTorch decoding does: the same outputs, in order; PyTorch keeps its thread count (building the
+    replicas set the process's OpenMP threads to 1, and PyTorch decoding then ran at 0.6x)."""
     out = export_ctranslate2(str(tiny_checkpoint), tmp_path / "ct2", "float32")
     de, en = read_pairs("train", 64)
     threads = torch.get_num_threads()
@@ -82,6 +83,7 @@ def test_exported_directory_decodes_batches_at_once_with_inter_threads(tiny_chec
         torch.set_num_threads(2)
         ct2 = Translator.from_checkpoint(out, beam_size=4, max_tokens=96, inter_threads=2)
         assert ct2.model.num_translators == 2 and ct2.inter_threads == 2
+        assert torch.get_num_threads() == 2  # CTranslate2 set the process's OpenMP threads to its intra_threads
         assert ct2.translate(de) == alone
         ct2.search = SearchConfig(beam_size=1)
         assert ct2.translate(de) == en
