@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nmt.models.dropout import dropout
+from nmt.models.dropout import dropout, keep_mask
 
 
 def test_dropout_keeps_the_expectation_and_masks_the_gradient():
@@ -19,3 +19,15 @@ def test_dropout_keeps_the_expectation_and_masks_the_gradient():
     assert torch.equal(x.grad, y.detach())  # d y_i / d x_i is the same scaled mask
     assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
     assert not dropout(x, 1.0, training=True).any()
+
+
+def test_each_of_the_four_elements_of_a_draw_drops_at_rate_p():
+    """Four elements share one 64-bit draw; each position drops with probability p. (``random_()``'s default
+    range, [0, 2^63), would never make the top 16 bits negative: one element in four would never drop.)"""
+    torch.manual_seed(0)
+    keep = keep_mask(torch.Size([250_000, 4]), 0.1, torch.device("cpu"))
+    assert keep.dtype == torch.bool and keep.shape == (250_000, 4)
+    rates = 1 - keep.float().mean(0)
+    torch.testing.assert_close(rates, torch.full((4,), 0.1), atol=0.003, rtol=0)
+    odd = keep_mask(torch.Size([3, 7]), 0.5, torch.device("cpu"))  # not a multiple of four elements
+    assert odd.shape == (3, 7)
