@@ -13,7 +13,7 @@ which holds the config, the tokenizers and the weights.
 On a CPU, ``inter_threads`` > 1 decodes that many batches at once, each on an equal share of PyTorch's
 threads (CTranslate2's ``inter_threads`` / ``intra_threads``): a decoding step is many small products and
 element-wise ops whose fork-join over threads costs more than it gains, so two one-thread batches on two
-cores beat one two-thread batch (Multi30k Transformer, 2 cores: greedy +12%, beam 5 +26%; README,
+cores beat one two-thread batch (Multi30k Transformer, 2 cores: greedy +8-12%, beam 5 +18-26%; README,
 Benchmark). Outputs are the same; memory grows with the batches in flight.
 """
 
