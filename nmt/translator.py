@@ -36,6 +36,7 @@ from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_f
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
+from nmt.models.output_projection import fixed_weights
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
@@ -158,7 +159,7 @@ class Translator:
         # Beam search holds beam_size rows per sentence: budget the batch by that.
         budget = max(self.max_tokens // max(self.search.beam_size, 1), 1)
         batches = list(TokenBatchSampler(lens, lens, budget, shuffle=False))
-        with self._eval_mode():
+        with self._decoding():
             decoded = self._decode_batches([[clipped[r] for r in rows] for rows in batches])
         for rows, hyps in zip(batches, decoded):
             for r, h in zip(rows, hyps):
@@ -180,9 +181,10 @@ class Translator:
             torch.set_num_threads(threads)
 
     @contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        """No dropout while decoding; a model in training (validation) is put back afterwards. Set once
-        per call, not per batch: concurrent batches must not switch training back on under each other."""
+    def _decoding(self) -> Iterator[None]:
+        """Eval mode (no dropout) and fixed weights for one decoding call; a model in training (validation)
+        is put back afterwards. Set once per call, not per batch: concurrent batches must not switch
+        training back on under each other."""
         model = self.model
         if not isinstance(model, torch.nn.Module):  # a CTranslate2 engine
             yield
@@ -190,7 +192,8 @@ class Translator:
         was_training = model.training
         model.eval()
         try:
-            yield
+            with fixed_weights():
+                yield
         finally:
             model.train(was_training)
 

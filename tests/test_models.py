@@ -15,6 +15,7 @@ from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model, select_rows
 from nmt.models.attention import AdditiveAttention, LuongAttention
+from nmt.models.output_projection import fixed_weights
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 torch.manual_seed(0)
@@ -152,18 +153,22 @@ def test_incremental_decoding_matches_teacher_forcing(name):
 
 @pytest.mark.parametrize("name", ["transformer", "rnnsearch", "luong"])
 def test_decoding_logits_follow_every_change_of_the_weights(name):
-    """Decoding reads a cached transposed copy of the output weight (nmt/models/output_projection.py): an
-    optimizer step and a loaded state dict must show in the next decoding step exactly as in a pass with
-    autograd on (which multiplies by the weight itself)."""
+    """Decoding reads a cached transposed copy of the output weight inside ``fixed_weights`` (each
+    Translator call; nmt/models/output_projection.py): a step of the trainer's fused Adam, which changes the
+    weights in place without bumping their version counter, and a loaded state dict must show in the next
+    decoding call exactly as in a pass with autograd on (which multiplies by the weight itself). A cache
+    that outlived the call decoded every later validation with the first one's output layer."""
     model = build_model(TINY[name], 40, 40, shared_vocab=True)
     other = build_model(TINY[name], 40, 40, shared_vocab=True)
     src, lengths = _batch()
     tgt = torch.randint(4, 40, (3, 1))
 
     def decoded() -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), fixed_weights():
             memory = model.encode(src, lengths)
-            return model.decode(tgt, memory, model.init_state(memory))[0]
+            first = model.decode(tgt, memory, model.init_state(memory))[0]
+            assert torch.equal(model.decode(tgt, memory, model.init_state(memory))[0], first)  # from the cache
+            return first
 
     def with_autograd() -> torch.Tensor:
         return model(src, lengths, tgt)[0].detach()
@@ -171,12 +176,14 @@ def test_decoding_logits_follow_every_change_of_the_weights(name):
     model.eval()
     before = decoded()
     torch.testing.assert_close(before, with_autograd(), rtol=1e-5, atol=1e-6)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    model(src, lengths, tgt)[0].logsumexp(-1).sum().backward()
-    optimizer.step()
-    stepped = decoded()
-    assert not torch.allclose(stepped, before)
-    torch.testing.assert_close(stepped, with_autograd(), rtol=1e-5, atol=1e-6)
+    for optimizer in (torch.optim.SGD(model.parameters(), lr=0.5), torch.optim.Adam(model.parameters(), fused=True)):
+        previous = decoded()
+        model(src, lengths, tgt)[0].logsumexp(-1).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stepped = decoded()
+        assert not torch.allclose(stepped, previous)
+        torch.testing.assert_close(stepped, with_autograd(), rtol=1e-5, atol=1e-6)
     model.load_state_dict(other.state_dict())
     torch.testing.assert_close(decoded(), with_autograd(), rtol=1e-5, atol=1e-6)
 
