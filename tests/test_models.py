@@ -16,7 +16,7 @@ from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model, select_rows
 from nmt.models.attention import AdditiveAttention, LuongAttention
 from nmt.models.output_projection import fixed_weights
-from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
+from nmt.models.rnn_encoder import LSTM, reverse_padded, run_gru, run_packed
 
 torch.manual_seed(0)
 
@@ -126,6 +126,31 @@ def test_lstm_runs_in_fp32_under_cpu_autocast():
     assert torch.equal(out, ref_out) and torch.equal(h, ref_h) and torch.equal(c, ref_c)
     ref_packed_out, ref_packed_final = run_packed(lstm, x.float(), lengths)
     assert torch.equal(packed_out, ref_packed_out) and torch.equal(packed_final[0], ref_packed_final[0])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_gru_over_padded_rows_equals_packed_run(bidirectional):
+    """While training, run_gru runs each direction over the padded rows (the packed run's backward is
+    quadratic in the length): outputs, final states and every gradient equal the packed run's, padding
+    positions included (zero outputs, no gradient), with lengths from 1 to the full width."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 5, batch_first=True, bidirectional=bidirectional).double()
+    x = torch.randn(4, 7, 6, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([7, 1, 4, 6])
+    w = torch.randn(4, 7, 5 * (2 if bidirectional else 1), dtype=torch.double)
+    runs = []
+    for run in (run_packed, run_gru):
+        out, final = run(gru, x, lengths)
+        grads = torch.autograd.grad((out * w).sum() + final.pow(2).sum(), [x, *gru.parameters()])
+        runs.append((out, final, grads))
+    (ref_out, ref_final, ref_grads), (out, final, grads) = runs
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(final, ref_final)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref)
+    assert torch.all(out[1, 1:] == 0) and torch.all(grads[0][1, 1:] == 0)
+    with torch.no_grad():  # decoding: the packed run
+        torch.testing.assert_close(run_gru(gru, x, lengths)[0], ref_out)
 
 
 def test_reverse_keeps_eos_and_padding():

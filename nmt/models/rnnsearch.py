@@ -34,7 +34,7 @@ from nmt.models.dropout import dropout
 from nmt.models.initialization import bahdanau_init, initialize
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.output_projection import vocab_logits
-from nmt.models.rnn_encoder import run_packed
+from nmt.models.rnn_encoder import run_gru
 
 
 @dataclass
@@ -161,8 +161,9 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
             gates_in = gates_in + F.linear(fixed, w_ctx)[:, None]
         s = state.s
         states, contexts, alphas = [], [], []
-        for i in range(steps):
-            gates = gates_in[:, i]  # (B, 3n)
+        # unbind: one backward node for all steps (indexing step i would give each step's gradient
+        # the size of all steps)
+        for gates in gates_in.unbind(1):  # (B, 3n)
             if fixed is None:
                 c, alpha = self.context(s, memory)
                 gates = gates + F.linear(c, w_ctx)
@@ -191,7 +192,7 @@ class RNNSearch(GRUDecoderModel[RNNSearchMemory]):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNSearchMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
-        annotations, _ = run_packed(self.encoder, emb, src_lengths)  # (B, S, 2n)
+        annotations, _ = run_gru(self.encoder, emb, src_lengths)  # (B, S, 2n)
         backward_first = annotations[:, 0, self.cfg.hidden_dim :]  # bwd h_1: the backward RNN's last state
         s0 = torch.tanh(self.W_s(backward_first))
         keys = self.attention.project_keys(annotations)
@@ -220,7 +221,7 @@ class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNEncDecMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
-        states, h_last = run_packed(self.encoder, emb, src_lengths)
+        states, h_last = run_gru(self.encoder, emb, src_lengths)
         c = torch.tanh(self.V(h_last[-1]))  # (B, n)
         return RNNEncDecMemory(states, src != self.pad_id, s0=torch.tanh(self.V_init(c)), c=c)
 
