@@ -1,8 +1,8 @@
 """Recurrent layers over padded batches; padding never enters the state of a real position.
 
 Two ways: :func:`run_packed` (packed sequences; any ``nn.RNNBase``) and, for one GRU layer,
-:func:`run_gru`, which runs each direction over the padded rows while a gradient is recorded. That is
-for training speed: PyTorch's packed recurrence takes each step's rows as a slice of the whole input, and
+:func:`run_gru`, which runs each direction over the padded rows when training on a CPU. That is for
+training speed: PyTorch's packed recurrence takes each step's rows as a slice of the whole input, and
 its backward writes every step's gradient into a zero tensor the size of the whole input and adds these
 up, work quadratic in the source length (rnnsearch / rnnencdec training +5-7%, README "Benchmark").
 Without a gradient the packed run is the faster one (66 vs 78 ms for 186 x 22 tokens), so it is kept there.
@@ -60,9 +60,10 @@ _GRU_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def run_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`run_packed` for a one-layer (bidirectional or not) batch_first ``nn.GRU``: packed without a
-    gradient, :func:`run_gru_padded` with one (module docstring)."""
-    if torch.is_grad_enabled():
+    """:func:`run_packed` for a one-layer (bidirectional or not) batch_first ``nn.GRU``: on a CPU with a
+    gradient recorded, :func:`run_gru_padded` (module docstring); otherwise packed (GPUs: cuDNN runs
+    packed sequences in its own kernels)."""
+    if torch.is_grad_enabled() and x.device.type == "cpu":
         return run_gru_padded(gru, x, lengths)
     out, final = run_packed(gru, x, lengths)
     assert isinstance(final, Tensor)  # a GRU has no cell state
