@@ -90,7 +90,13 @@ def run_gru_padded(gru: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Ten
     # Made per call: functional_call swaps the stand-in's parameters, so it must not be shared by threads.
     shell = nn.GRU(gru.input_size, gru.hidden_size, bias=gru.bias, batch_first=True, device="meta")
     names = [n for n in _GRU_PARAMETERS if gru.bias or n.startswith("weight")]
-    forward, _ = functional_call(shell, {f"{n}_l0": getattr(gru, f"{n}_l0") for n in names}, (x,))  # (B, S, H)
+
+    def direction(inputs: Tensor, suffix: str) -> Tensor:
+        """The stand-in run on inputs (B, S, E) with one direction's weights (suffix "" or "_reverse")."""
+        weights = {f"{n}_l0": getattr(gru, f"{n}_l0{suffix}") for n in names}
+        return functional_call(shell, weights, (inputs,))[0]  # (B, S, H)
+
+    forward = direction(x, "")
     positions = torch.arange(s, device=x.device).expand(b, s)
     last = (lengths - 1)[:, None, None].expand(-1, 1, gru.hidden_size)  # (B, 1, H)
     finals = [forward.gather(1, last)[:, 0]]
@@ -98,9 +104,7 @@ def run_gru_padded(gru: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Ten
     if gru.bidirectional:
         flip = reverse_padded(positions, lengths, keep_last=0)  # (B, S): its own inverse
         reversed_x = x.gather(1, flip[..., None].expand(-1, -1, e))
-        backward, _ = functional_call(
-            shell, {f"{n}_l0": getattr(gru, f"{n}_l0_reverse") for n in names}, (reversed_x,)
-        )  # (B, S, H), step j = source position length - 1 - j
+        backward = direction(reversed_x, "_reverse")  # step j = source position length - 1 - j
         finals.append(backward.gather(1, last)[:, 0])
         outputs.append(backward.gather(1, flip[..., None].expand_as(backward)))
     real = (positions < lengths[:, None])[..., None]  # (B, S, 1)
