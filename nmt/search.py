@@ -92,23 +92,59 @@ def _max_lengths(model: Seq2SeqModel, src_lengths: Tensor, cfg: SearchConfig) ->
     return cfg.output_limits(src_lengths, model.max_positions)
 
 
-def _best_tokens(logits: Tensor, width: int, must_end: Tensor) -> tuple[Tensor, Tensor]:
-    """The ``width`` most probable next tokens of each row and their log-probabilities.
+def _log_probs(logits: Tensor, must_end: Tensor) -> Tensor:
+    """Next-token log-probabilities of the rows the search may extend.
 
     logits: (R, V) of the last position; must_end: (R,) rows at their length limit, which may only end
-    (EOS first, the rest -inf). PAD and BOS are never produced. Taking each row's top ``width`` before
-    combining with the hypothesis scores finds the same candidates as a top-k over all R x V sums, without
-    writing those sums. Returns log-probs (R, width) and token ids (R, width).
+    (EOS keeps its log-probability, the rest -inf). PAD and BOS are never produced. Returns (R, V).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)  # normalised over the whole vocabulary
-    eos = logp[must_end, EOS_ID]
     logp[:, PAD_ID] = float("-inf")
     logp[:, BOS_ID] = float("-inf")
-    values, tokens = logp.topk(min(width, logp.size(-1)), dim=-1)
     if must_end.any():
-        values[must_end] = float("-inf")
-        values[must_end, 0], tokens[must_end, 0] = eos, EOS_ID
-    return values, tokens
+        eos = logp[must_end, EOS_ID]
+        logp[must_end] = float("-inf")
+        logp[must_end, EOS_ID] = eos
+    return logp
+
+
+CHUNK = 64  # vocabulary columns per block of the candidate search (a multiple of the vector width)
+
+
+def _top_candidates(logp: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best extensions of each sentence: top k of scores[i, r] + logp[i * g + r, v] over (r, v).
+
+    logp: (n * g, V), g rows per sentence; scores: (n, g). Returns their values (n, k), best first, and
+    flat indices r * V + v (n, k); k <= g * V.
+
+    Same result as a top-k over all g * V sums (up to the order of ties), without writing those sums and
+    without a top-k over whole vocabulary rows: ``torch.topk`` on a CPU keeps an (index, value) pair per
+    element, 4.6 ms for 275 rows of 8,000 (5% of greedy and 9% of beam-5 decoding time in the profile),
+    while a vectorised max over blocks of 64 columns takes 0.4 ms. A block holding one of the k best
+    values has a maximum at least that high, so the k blocks with the highest maxima (plus the columns
+    after the last whole block) hold all k best; the exact top-k then runs over those k * 64 values only.
+    """
+    rows, vocab = logp.shape
+    n, g = scores.shape
+    blocks_per_row = vocab // CHUNK
+    if blocks_per_row * g < k:  # a vocabulary too small to split: the plain top-k
+        return (scores.reshape(-1, 1) + logp).view(n, g * vocab).topk(k, dim=1)
+    whole = blocks_per_row * CHUNK
+    blocks = logp[:, :whole].view(rows, blocks_per_row, CHUNK)
+    block_max = (blocks.amax(-1) + scores.reshape(rows, 1)).view(n, g * blocks_per_row)
+    best = block_max.topk(k, dim=1, sorted=False).indices  # (n, k) block ids r * blocks_per_row + b
+    row = torch.arange(n, device=logp.device)[:, None] * g + best // blocks_per_row  # (n, k) rows of logp
+    offsets = torch.arange(CHUNK, device=logp.device)
+    values = blocks[row, best % blocks_per_row] + scores.reshape(-1)[row][..., None]  # (n, k, CHUNK)
+    index = ((best // blocks_per_row) * vocab + (best % blocks_per_row) * CHUNK)[..., None] + offsets
+    values, index = values.view(n, k * CHUNK), index.view(n, k * CHUNK)
+    if whole < vocab:  # the columns after the last whole block are always candidates
+        tail = (logp[:, whole:] + scores.reshape(rows, 1)).view(n, -1)  # (n, g * (V - whole))
+        columns = torch.arange(whole, vocab, device=logp.device)
+        tail_index = (torch.arange(g, device=logp.device)[:, None] * vocab + columns).view(1, -1).expand(n, -1)
+        values, index = torch.cat([values, tail], 1), torch.cat([index, tail_index], 1)
+    top, pick = values.topk(k, dim=1)
+    return top, index.gather(1, pick)
 
 
 def _trim_attention(att: Tensor | None, length: int, src_len: int) -> Tensor | None:
@@ -131,8 +167,8 @@ def greedy_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Se
     prev = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=src.device)
     for t in range(longest):
         logits, state, att = model.decode(prev, memory, state, cfg.need_attention)
-        logp, tok = _best_tokens(logits[:, -1], 1, t + 1 >= max_lens[rows])
-        logp, tok = logp[:, 0], tok[:, 0]
+        logp = _log_probs(logits[:, -1], t + 1 >= max_lens[rows])
+        logp, tok = (x[:, 0] for x in _top_candidates(logp, scores.new_zeros(len(rows), 1), 1))
         scores[rows] += logp
         out[rows, t] = tok
         if att_out is not None:
@@ -186,14 +222,13 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         n, g = scores.shape  # live sentences, rows per sentence (1 or k)
         logits, state, att = model.decode(tokens[:, -1:], memory, state, cfg.need_attention)
         at_max = (t + 1 >= max_lens[sents]).repeat_interleave(g)  # (n*g,) may only end
-        logp, next_tok = _best_tokens(logits[:, -1], 2 * k, at_max)  # (n*g, w) each, w = min(2k, V)
-        width = logp.size(1)
-        cand = (scores.view(-1, 1) + logp).view(n, g * width)
-        top_scores, top_idx = cand.topk(min(2 * k, cand.size(1)), dim=1)  # (n, 2k)
+        logp = _log_probs(logits[:, -1], at_max)  # (n*g, V)
+        vocab = logp.size(1)
+        top_scores, top_idx = _top_candidates(logp, scores, min(2 * k, g * vocab))  # (n, 2k)
         if top_scores.size(1) < 2 * k:  # one row of a vocabulary under 2k tokens: -inf candidates fill up
             top_scores = F.pad(top_scores, (0, 2 * k - top_scores.size(1)), value=float("-inf"))
             top_idx = F.pad(top_idx, (0, 2 * k - top_idx.size(1)))
-        origin, tok = top_idx // width, next_tok.view(n, g * width).gather(1, top_idx)
+        origin, tok = top_idx // vocab, top_idx % vocab
         is_eos = tok == EOS_ID
         if att_hist is not None:
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)

@@ -229,3 +229,23 @@ def test_search_settings_come_from_the_checkpoint_unless_given():
     given["length_penalty"] = 0.0
     assert SearchConfig.from_cfg(given, stored).length_penalty == 0.0
     assert SearchConfig.from_cfg(given, None) == SearchConfig(length_penalty=0.0)  # old checkpoints: defaults
+
+
+@pytest.mark.parametrize(
+    ("vocab", "g", "k"), [(8000, 5, 10), (8003, 5, 10), (8000, 1, 1), (130, 2, 4), (70, 1, 2), (30, 1, 2)]
+)
+def test_candidates_from_vocabulary_blocks_equal_a_topk_over_all_sums(vocab, g, k):
+    """The block-maximum candidate search returns exactly the top k of every score + log-probability sum,
+    with -inf rows (a length limit) and columns after the last whole block among them."""
+    gen = torch.Generator().manual_seed(vocab + g + k)
+    n = 7
+    logp = torch.randn(n * g, vocab, generator=gen, dtype=torch.float64).float().log_softmax(-1)
+    logp[3, :] = float("-inf")
+    logp[3, EOS_ID] = -0.5
+    logp[:, -1] = 1.0  # the best column sits after the last whole block where the vocabulary has such a tail
+    scores = -torch.rand(n, g, generator=gen) * 3
+    values, index = search._top_candidates(logp, scores, k)
+    expected = (scores.reshape(-1, 1) + logp).view(n, g * vocab).topk(k, dim=1)
+    assert torch.equal(values, expected.values)
+    finite = torch.isfinite(expected.values)  # which of several -inf candidates comes first is arbitrary
+    assert torch.equal(index[finite], expected.indices[finite])
