@@ -253,7 +253,10 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
             break
         keep_groups = (~done).nonzero().squeeze(1)
         rows = rows.view(n, k)[keep_groups].view(-1)
-        if g < k:  # the seeding step: k rows per sentence from here on
+        if model.shares_memory_rows:  # one memory row per sentence, however many beams
+            if done.any():
+                memory = select_rows(memory, keep_groups)
+        elif g < k:  # the seeding step: k rows per sentence from here on
             memory = select_rows(memory, keep_groups.repeat_interleave(k))
         elif done.any():
             memory = select_rows(memory, (keep_groups[:, None] * k + torch.arange(k, device=device)).view(-1))

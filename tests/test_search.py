@@ -249,3 +249,19 @@ def test_candidates_from_vocabulary_blocks_equal_a_topk_over_all_sums(vocab, g, 
     assert torch.equal(values, expected.values)
     finite = torch.isfinite(expected.values)  # which of several -inf candidates comes first is arbitrary
     assert torch.equal(index[finite], expected.indices[finite])
+
+
+def test_beams_reading_one_memory_row_per_sentence_equal_beams_with_their_own_copy():
+    """A Transformer's beams read their sentence's memory row (no copy per beam): same hypotheses, scores
+    and attention as with one memory row per beam, over sentences that finish at different steps."""
+    model = _random_model("transformer", 0, vocab=12)
+    src, lengths = _random_sources(2, vocab=12, n=6)
+    cfg = SearchConfig(beam_size=4, n_best=2, length_penalty=0.6, max_len_a=1.0, max_len_b=4, need_attention=True)
+    shared = beam_search(model, src, lengths, cfg)
+    model.shares_memory_rows = False
+    copied = beam_search(model, src, lengths, cfg)
+    for a, b in zip(shared, copied, strict=True):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+        for ha, hb in zip(a, b):
+            torch.testing.assert_close(ha.attention, hb.attention)

@@ -66,6 +66,9 @@ class Seq2SeqModel(nn.Module, ABC, Generic[MemoryT, StateT]):
     pad_id: int = 0
     max_positions: int | None = None  # longest target the decoder can handle, if it has a limit
     has_attention: bool = True  # False: decode's weights are a placeholder, not something to plot
+    # True: decode accepts a memory of n rows for n * g decoder rows, memory row i serving rows i * g to
+    # i * g + g - 1 (beam search then keeps one memory row per sentence instead of one per beam)
+    shares_memory_rows: bool = False
 
     @property
     @abstractmethod
@@ -86,7 +89,8 @@ class Seq2SeqModel(nn.Module, ABC, Generic[MemoryT, StateT]):
     def decode(
         self, prev_tokens: Tensor, memory: MemoryT, state: StateT, need_attention: bool = False
     ) -> tuple[Tensor, StateT, Tensor | None]:
-        """prev_tokens: (B, T) new target-side inputs.
+        """prev_tokens: (B, T) new target-side inputs; ``memory`` has B rows, or B / g where the model
+        ``shares_memory_rows``.
 
         Returns logits (B, T, V), the updated state, and, if ``need_attention``, source attention
         weights (B, T, S) that are 0 on padding and sum to 1 over real source positions (to at most 1 for
