@@ -130,16 +130,17 @@ def _top_candidates(logp: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tenso
     if blocks_per_row * g < k:  # a vocabulary too small to split: the plain top-k
         return (scores.reshape(-1, 1) + logp).view(n, g * vocab).topk(k, dim=1)
     whole = blocks_per_row * CHUNK
+    row_scores = scores.reshape(rows, 1)  # (n * g, 1)
     blocks = logp[:, :whole].view(rows, blocks_per_row, CHUNK)
-    block_max = (blocks.amax(-1) + scores.reshape(rows, 1)).view(n, g * blocks_per_row)
+    block_max = (blocks.amax(-1) + row_scores).view(n, g * blocks_per_row)
     best = block_max.topk(k, dim=1, sorted=False).indices  # (n, k) block ids r * blocks_per_row + b
-    row = torch.arange(n, device=logp.device)[:, None] * g + best // blocks_per_row  # (n, k) rows of logp
-    offsets = torch.arange(CHUNK, device=logp.device)
-    values = blocks[row, best % blocks_per_row] + scores.reshape(-1)[row][..., None]  # (n, k, CHUNK)
-    index = ((best // blocks_per_row) * vocab + (best % blocks_per_row) * CHUNK)[..., None] + offsets
+    beam, block = best // blocks_per_row, best % blocks_per_row  # (n, k) each
+    row = torch.arange(n, device=logp.device)[:, None] * g + beam  # (n, k) rows of logp
+    values = blocks[row, block] + row_scores[row]  # (n, k, CHUNK)
+    index = (beam * vocab + block * CHUNK)[..., None] + torch.arange(CHUNK, device=logp.device)
     values, index = values.view(n, k * CHUNK), index.view(n, k * CHUNK)
     if whole < vocab:  # the columns after the last whole block are always candidates
-        tail = (logp[:, whole:] + scores.reshape(rows, 1)).view(n, -1)  # (n, g * (V - whole))
+        tail = (logp[:, whole:] + row_scores).view(n, -1)  # (n, g * (V - whole))
         columns = torch.arange(whole, vocab, device=logp.device)
         tail_index = (torch.arange(g, device=logp.device)[:, None] * vocab + columns).view(1, -1).expand(n, -1)
         values, index = torch.cat([values, tail], 1), torch.cat([index, tail_index], 1)
