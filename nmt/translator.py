@@ -36,7 +36,7 @@ from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_f
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
-from nmt.models.output_projection import fixed_weights
+from nmt.models.linear import fixed_weights
 from nmt.search import Hypothesis, SearchConfig, generate
 
 

@@ -14,8 +14,9 @@ from conftest import model_cfg
 from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model, select_rows
+from nmt.models import linear as linear_module
 from nmt.models.attention import AdditiveAttention, LuongAttention
-from nmt.models.output_projection import fixed_weights
+from nmt.models.linear import Linear, fixed_weights
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_gru, run_packed
 
 torch.manual_seed(0)
@@ -178,11 +179,11 @@ def test_incremental_decoding_matches_teacher_forcing(name):
 
 @pytest.mark.parametrize("name", ["transformer", "rnnsearch", "luong"])
 def test_decoding_logits_follow_every_change_of_the_weights(name):
-    """Decoding reads a cached transposed copy of the output weight inside ``fixed_weights`` (each
-    Translator call; nmt/models/output_projection.py): a step of the trainer's fused Adam, which changes the
-    weights in place without bumping their version counter, and a loaded state dict must show in the next
-    decoding call exactly as in a pass with autograd on (which multiplies by the weight itself). A cache
-    that outlived the call decoded every later validation with the first one's output layer."""
+    """Decoding reads cached packed copies of the weights inside ``fixed_weights`` (each Translator call;
+    nmt/models/linear.py): a step of the trainer's fused Adam, which changes the weights in place without
+    bumping their version counter, and a loaded state dict must show in the next decoding call exactly as
+    in a pass with autograd on (which multiplies by the weights themselves). A cache that outlived the call
+    decoded every later validation with the first one's output layer."""
     model = build_model(TINY[name], 40, 40, shared_vocab=True)
     other = build_model(TINY[name], 40, 40, shared_vocab=True)
     src, lengths = _batch()
@@ -211,6 +212,30 @@ def test_decoding_logits_follow_every_change_of_the_weights(name):
         torch.testing.assert_close(stepped, with_autograd(), rtol=1e-5, atol=1e-6)
     model.load_state_dict(other.state_dict())
     torch.testing.assert_close(decoded(), with_autograd(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not linear_module.ONEDNN, reason="oneDNN's packed linear kernel is used on x86 CPUs only")
+def test_decoding_linears_multiply_packed_weights_with_the_same_result():
+    """Inside ``fixed_weights`` without gradients a Linear multiplies by a oneDNN-packed copy of its weight
+    (made once, dropped with the block), with a fused ReLU where asked; its rows equal F.linear's up to
+    rounding, whatever the shape of the input. With gradients it is F.linear itself."""
+    torch.manual_seed(0)
+    layer = Linear(48, 80)
+    x = torch.randn(2, 7, 48)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.no_grad(), fixed_weights():
+        packed, fused = layer(x), layer(x, relu=True)
+        assert layer.weight in linear_module._PACKED  # the oneDNN path ran, not F.linear
+        assert torch.equal(layer(x[:, 2:3]), packed[:, 2:3])  # a row does not depend on its batch
+        transposed_rows = layer(x.transpose(0, 1))  # a non-contiguous input
+    assert len(linear_module._PACKED) == 0  # dropped at the end of the block
+    torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, reference.relu(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(transposed_rows, reference.transpose(0, 1), rtol=1e-5, atol=1e-5)
+    with fixed_weights():
+        trained = layer(x)
+        assert trained.requires_grad and layer.weight not in linear_module._PACKED
+    assert torch.equal(trained, reference)
 
 
 @pytest.mark.parametrize("name", ["rnnsearch", "rnnencdec"])

@@ -24,7 +24,7 @@ from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import initialize, luong_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
-from nmt.models.output_projection import vocab_logits
+from nmt.models.linear import Linear
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 
@@ -119,8 +119,8 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
             None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
         )
         # Only built when used: a parameter that never gets a gradient stops DDP at its second step.
-        self.W_c = nn.Linear(2 * h, h, bias=False) if self.attention is not None else None
-        self.W_s = nn.Linear(h, tgt_vocab_size)
+        self.W_c = Linear(2 * h, h, bias=False) if self.attention is not None else None
+        self.W_s = Linear(h, tgt_vocab_size)
         initialize(self, cfg.init, luong_init)
 
     @property
@@ -173,6 +173,6 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
                 outs.append(h_t)
                 atts.append(a)
             h_tilde, a_t = torch.cat(outs, 1), torch.cat(atts, 1)
-        logits = vocab_logits(dropout(h_tilde, self.cfg.dropout, self.training), self.W_s.weight, self.W_s.bias)
+        logits = self.W_s(dropout(h_tilde, self.cfg.dropout, self.training))
         new_state = LuongState(h=hc[0].transpose(0, 1), c=hc[1].transpose(0, 1), feed=feed, step=step + length)
         return logits, new_state, (a_t if need_attention else None)
