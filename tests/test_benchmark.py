@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nmt.data.batching import collate
 from nmt.data.prepare import prepare_training_data
 from nmt.models import build_model
+from nmt.translator import Translator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import benchmark  # noqa: E402
@@ -153,6 +154,20 @@ def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path)
     assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
     assert [t.inter_threads for t in found.values()] == [1, 2] * 3
     assert found[f"{pytorch}, inter_threads 2"].translate(["Ein Hund."]) == found[pytorch].translate(["Ein Hund."])
+    # CTranslate2 decodes in processes of its own (in PyTorch's process it slowed PyTorch's decoding), with
+    # the output it gives in this one
+    lines = ["Ein Hund.", "Zwei Männer sitzen."]
+    in_process = Translator.from_checkpoint(tmp_path / "float32", device="cpu")
+    for label in ("CTranslate2 float32", "CTranslate2 float32, inter_threads 2"):
+        assert isinstance(found[label], benchmark.EngineProcess)
+        for beam in (1, 5):
+            assert (
+                found[label].decode_round(lines, beam, 1.0)[1:]
+                == benchmark.decode_round(in_process, lines, beam, 1.0)[1:]
+            )
+    for engine in found.values():
+        if isinstance(engine, benchmark.EngineProcess):
+            engine.close()
 
 
 def test_compiled_training_counts_flops_on_the_eager_model(tiny_root, cache_dir, tmp_path, monkeypatch):
