@@ -398,21 +398,23 @@ def decoders(
     on the same weights (exported with nmt-export), each in a process of its own (:class:`EngineProcess`),
     all on ``device`` (on the CPU with this process's thread count), each once per ``inter_threads`` value
     (batches decoded at once, sharing the threads)."""
-    found: dict[str, Translator | EngineProcess] = {}
-    label = f"nmt PyTorch ({Path(checkpoint).name})"
-    for n in inter_threads:
-        found[label if n == 1 else f"{label}, inter_threads {n}"] = Translator.from_checkpoint(
+    # label -> the decoder for a given inter_threads
+    engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
+        f"nmt PyTorch ({Path(checkpoint).name})": lambda n: Translator.from_checkpoint(
             checkpoint, device=device, inter_threads=n
         )
+    }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
 
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)
-            label = f"CTranslate2 {quantization}"
-            for n in inter_threads:
-                found[label if n == 1 else f"{label}, inter_threads {n}"] = EngineProcess(directory, device.type, n)
-    return found
+            engines[f"CTranslate2 {quantization}"] = lambda n, d=directory: EngineProcess(d, device.type, n)
+    return {
+        label if n == 1 else f"{label}, inter_threads {n}": make(n)
+        for label, make in engines.items()
+        for n in inter_threads
+    }
 
 
 def machine_description(device: torch.device) -> str:
