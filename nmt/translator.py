@@ -36,7 +36,7 @@ from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_f
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
-from nmt.models.linear import fixed_weights
+from nmt.models.linear import fixed_weights, keep_packed
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
@@ -85,6 +85,7 @@ class Translator:
         model.load_state_dict(payload["model"])
         dev = device if isinstance(device, torch.device) else pick_device(device)
         model.to(dev).eval()
+        keep_packed(model)  # loaded to decode, never trained: packed weights serve every call
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
         return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads)
 

@@ -12,6 +12,7 @@ from conftest import read_pairs
 from nmt import Translator
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.errors import ConfigError
+from nmt.models import linear as linear_module
 from nmt.models.ensemble import Ensemble
 
 
@@ -124,3 +125,25 @@ def test_inter_threads_decode_batches_at_once_with_the_same_outputs_in_order(tin
 def test_inter_threads_must_be_positive(tiny_checkpoint):
     with pytest.raises(ConfigError, match="inter_threads=0: give the number of batches decoded at once"):
         Translator.from_checkpoint(tiny_checkpoint, inter_threads=0)
+
+
+@pytest.mark.skipif(not linear_module.ONEDNN, reason="oneDNN's packed linear kernel is used on x86 CPUs only")
+def test_a_loaded_translator_packs_its_weights_once_and_follows_a_reload(tiny_checkpoint, tmp_path):
+    """A Translator loaded from a checkpoint keeps its oneDNN-packed weights across calls (packing them
+    every call cost as much as decoding a short sentence); weights loaded later into the translator's model
+    are packed again, and the output follows them."""
+    lines, _ = read_pairs("train", 8)
+    torch.manual_seed(0)
+    translator = Translator.from_checkpoint(tiny_checkpoint, beam_size=2, device="cpu")
+    weight = translator.model.decoder_layers[0].ffn.fc1.weight
+    first = translator.translate(lines)
+    packed = linear_module._KEPT[weight][1]
+    assert translator.translate(lines) == first and linear_module._KEPT[weight][1] is packed  # not repacked
+    assert weight not in linear_module._PACKED
+    payload = load_checkpoint(tiny_checkpoint)
+    noisy = {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    save_checkpoint(tmp_path / "noisy.pt", {**payload, "model": noisy})
+    translator.model.load_state_dict(noisy)
+    reloaded = Translator.from_checkpoint(tmp_path / "noisy.pt", beam_size=2)
+    assert translator.translate(lines) == reloaded.translate(lines) != first
+    assert linear_module._KEPT[weight][1] is not packed
