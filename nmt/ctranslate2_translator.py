@@ -12,6 +12,8 @@ How ``search.*`` maps onto CTranslate2's options:
 - ``max_len_a`` / ``max_len_b``: CTranslate2 takes one length limit per call; each length-sorted batch
   decodes to the longest limit in it, and every output is then cut to its own sentence's limit, which is
   exact for greedy search (its output is a prefix of the longer run) and close for beam search.
+- ``stopping``: CTranslate2's beam search always stops as ``k_finished`` does (once k hypotheses have
+  ended; at alpha 0, once the best live hypothesis has ended and ``n_best`` have), whatever is asked.
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class CTranslate2Translator(Translator):
                 "beam outputs can differ slightly from PyTorch decoding of the same weights",
                 settings.length_penalty,
                 settings.length_penalty,
+            )
+        if settings.beam_size > 1 and settings.stopping != "k_finished":
+            log.warning(
+                "CTranslate2's beam search stops once %d hypotheses have ended (search.stopping=k_finished), "
+                "not by search.stopping=%s",
+                settings.beam_size,
+                settings.stopping,
             )
         return cls(model, src_tok, tgt_tok, settings, max_tokens, torch.device(ct2_device), cfg, inter_threads)
 

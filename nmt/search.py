@@ -7,11 +7,15 @@ and continue with the best k that do not. Finished hypotheses are ranked by log-
 the length penalty of Wu et al. (2016), lp(Y) = ((5 + |Y|) / 6) ** alpha (alpha = 0.6 in Vaswani et al.
 2017).
 
-A sentence stops only when no live hypothesis can still beat the ``n_best``-th best finished one (or
-at its length limit). Log-probabilities are <= 0, so a live score s can only fall; its best possible
-normalised score is s / lp(L) for the most favourable final length L: the length limit for alpha >= 0,
-the next step for alpha < 0. Stopping any earlier (fairseq's "k finished hypotheses" rule) can return a
+By default (``stopping="exact"``) a sentence stops only when no live hypothesis can still beat the
+``n_best``-th best finished one (or at its length limit). Log-probabilities are <= 0, so a live score s
+can only fall; its best possible normalised score is s / lp(L) for the most favourable final length L:
+the length limit for alpha >= 0, the next step for alpha < 0. Stopping any earlier can return a
 hypothesis that scores far below one the beam still held, e.g. worse than greedy search's.
+``stopping="k_finished"`` is that earlier rule, the one fairseq and CTranslate2 (with a length penalty)
+use: a sentence stops once k hypotheses have finished. It decodes fewer steps, most of all at large
+alpha, where the exact bound stays loose until the length limit; it is there to reproduce those
+toolkits' outputs and to compare decoding speed with them on equal search work.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ class SearchConfig:
     max_len_a: float = 1.5  # output length limit a * |src| + b
     max_len_b: int = 10
     n_best: int = 1
+    stopping: str = "exact"  # beam search: "exact" (no live hypothesis can still win) or "k_finished"
     need_attention: bool = False
+
+    STOPPING_RULES: ClassVar[tuple[str, ...]] = ("exact", "k_finished")
 
     # What a checkpoint's training config contributes: the set-up's own decoding (n_best is per use).
     STORED: ClassVar[tuple[str, ...]] = ("beam_size", "length_penalty", "max_len_a", "max_len_b")
@@ -61,8 +68,20 @@ class SearchConfig:
         a null (or absent) option keeps the stored value, which keeps the dataclass default."""
         values: dict[str, Any] = {k: v for k, v in (stored or {}).items() if k in cls.STORED and v is not None}
         values.update({k: v for k, v in (section or {}).items() if k in cls.__dataclass_fields__ and v is not None})
-        types = {"beam_size": int, "n_best": int, "max_len_b": int, "length_penalty": float, "max_len_a": float}
+        types = {
+            "beam_size": int,
+            "n_best": int,
+            "max_len_b": int,
+            "length_penalty": float,
+            "max_len_a": float,
+            "stopping": str,
+        }
         cfg = cls(**{k: types.get(k, bool)(v) for k, v in values.items()})
+        if cfg.stopping not in cls.STOPPING_RULES:
+            raise ConfigError(
+                f"search.stopping={cfg.stopping}: give one of {', '.join(cls.STOPPING_RULES)} "
+                "(configs/search/default.yaml explains them)"
+            )
         if cfg.beam_size < 1 or cfg.n_best < 1 or cfg.n_best > cfg.beam_size:
             raise ConfigError(
                 f"search.n_best={cfg.n_best} and search.beam_size={cfg.beam_size}: need 1 <= n_best <= beam_size"
@@ -77,6 +96,8 @@ class SearchConfig:
 
     def describe(self) -> str:
         search = "greedy" if self.beam_size == 1 else f"beam {self.beam_size}"
+        if self.beam_size > 1 and self.stopping != "exact":
+            search += f" (stopping: {self.stopping})"
         return (
             f"{search}, length penalty alpha {self.length_penalty:g}, "
             f"max output length {self.max_len_a:g} * source + {self.max_len_b}"
@@ -218,6 +239,8 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     # (batch,) normalised score of each sentence's n_best-th best finished hypothesis (-inf: fewer yet)
     threshold = torch.full((batch,), float("-inf"), device=device)
+    ended = torch.zeros(batch, dtype=torch.long, device=device)  # (batch,) hypotheses finished so far
+    k_finished = cfg.stopping == "k_finished"
     ranks = torch.arange(2 * k, device=device)
     for t in range(int(max_lens.max())):
         n, g = scores.shape  # live sentences, rows per sentence (1 or k)
@@ -235,7 +258,10 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)
         # Finished hypotheses: EOS candidates ranked within the top k that enter their sentence's n-best.
         norm = top_scores / length_penalty(t + 1, cfg.length_penalty)
-        entering = is_eos & (ranks < k) & torch.isfinite(top_scores) & (norm > threshold[sents][:, None])
+        ending = is_eos & (ranks < k) & torch.isfinite(top_scores)  # (n, 2k)
+        if k_finished:
+            ended[sents] += ending.sum(dim=1)
+        entering = ending & (norm > threshold[sents][:, None])
         for grp, r in entering.nonzero().tolist():
             row, s = grp * g + int(origin[grp, r]), int(sents[grp])
             att = _trim_attention(att_hist[row] if att_hist is not None else None, t + 1, int(src_lengths[s]))
@@ -248,8 +274,11 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         new_scores = top_scores.gather(1, sel)  # (n, k), best first
         rows = (torch.arange(n, device=device)[:, None] * g + origin.gather(1, sel)).view(-1)  # parent rows
         new_tok = tok.gather(1, sel).view(-1, 1)
-        reachable = _best_reachable(new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty)
-        done = (reachable <= threshold[sents]) | (t + 1 >= max_lens[sents])
+        if k_finished:
+            stop = ended[sents] >= k
+        else:
+            stop = _best_reachable(new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty) <= threshold[sents]
+        done = stop | (t + 1 >= max_lens[sents])
         if done.all():
             break
         keep_groups = (~done).nonzero().squeeze(1)

@@ -22,7 +22,9 @@ not know) on single unpadded pairs and summed over the real pairs of the timed b
 as waste, not as work. Decoding speed depends on output lengths: pass a trained ``--checkpoint`` for
 meaningful decoding numbers (an untrained model decodes to the length limit). With ``--ctranslate2`` the
 same weights, exported with nmt-export to CTranslate2 float32 and int8, decode beside ours (interleaved,
-same threads, same sentences).
+same threads, same sentences). CTranslate2's beam search stops once k hypotheses have ended; ours by
+default only when no live hypothesis can still win, so ``--stopping exact k_finished`` (the default) also
+decodes with our ``search.stopping=k_finished``: the same search work as CTranslate2's.
 """
 
 from __future__ import annotations
@@ -316,7 +318,7 @@ def training_in_child(env_changes: dict[str, str], argv: list[str]) -> dict:
 def decode_round(translator: Translator, sources: list[str], beam: int, alpha: float) -> tuple[float, list[str], int]:
     """One timed decoding of ``sources``: seconds, the detokenized best outputs and their token count (EOS
     included)."""
-    translator.search = SearchConfig(beam_size=beam, length_penalty=alpha)
+    translator.search = SearchConfig(beam_size=beam, length_penalty=alpha, stopping=translator.search.stopping)
     start = time.perf_counter()
     hyps = translator.translate_nbest(sources)
     seconds = time.perf_counter() - start
@@ -392,17 +394,24 @@ def bench_decoding(
 
 
 def decoders(
-    checkpoint: str, ctranslate2_exports: bool, work: Path, device: torch.device, inter_threads: list[int]
+    checkpoint: str,
+    ctranslate2_exports: bool,
+    work: Path,
+    device: torch.device,
+    inter_threads: list[int],
+    stopping: list[str],
 ) -> dict[str, Translator | EngineProcess]:
-    """Our PyTorch decoder on ``checkpoint`` and, with ``ctranslate2_exports``, CTranslate2 float32 and int8
-    on the same weights (exported with nmt-export), each in a process of its own (:class:`EngineProcess`),
-    all on ``device`` (on the CPU with this process's thread count), each once per ``inter_threads`` value
-    (batches decoded at once, sharing the threads)."""
+    """Our PyTorch decoder on ``checkpoint`` with each beam-search ``stopping`` rule and, with
+    ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with nmt-export),
+    each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with this
+    process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the
+    threads)."""
     # label -> the decoder for a given inter_threads
     engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
-        f"nmt PyTorch ({Path(checkpoint).name})": lambda n: Translator.from_checkpoint(
-            checkpoint, device=device, inter_threads=n
+        f"nmt PyTorch ({Path(checkpoint).name})" + ("" if rule == "exact" else f", stopping {rule}"): (
+            lambda n, rule=rule: Translator.from_checkpoint(checkpoint, device=device, inter_threads=n, stopping=rule)
         )
+        for rule in stopping
     }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
@@ -505,6 +514,13 @@ def main() -> None:
         default=[1],
         help="decode with each of these inter_threads (batches at once on the CPU, sharing its threads), e.g. 1 2",
     )
+    parser.add_argument(
+        "--stopping",
+        nargs="+",
+        choices=SearchConfig.STOPPING_RULES,
+        default=list(SearchConfig.STOPPING_RULES),
+        help="our beam search's stopping rules to decode with (k_finished: CTranslate2's)",
+    )
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
@@ -543,7 +559,9 @@ def main() -> None:
     if args.checkpoint and not args.child:
         test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
         with tempfile.TemporaryDirectory() as work:
-            translators = decoders(args.checkpoint, args.ctranslate2, Path(work), device, args.inter_threads)
+            translators = decoders(
+                args.checkpoint, args.ctranslate2, Path(work), device, args.inter_threads, args.stopping
+            )
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
             for translator in translators.values():
                 if isinstance(translator, EngineProcess):

@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nmt.data.batching import collate
 from nmt.data.prepare import prepare_training_data
 from nmt.models import build_model
+from nmt.search import SearchConfig
 from nmt.translator import Translator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -124,7 +125,7 @@ class SlowFirstTranslator:
     none: what the H200 showed (greedy rounds spread by 54%)."""
 
     def __init__(self, references: list[str]):
-        self.references, self.search, self.seen = references, None, set()
+        self.references, self.search, self.seen = references, SearchConfig(), set()
 
     def translate_nbest(self, sources: list[str]) -> list[list[SimpleNamespace]]:
         if self.search.beam_size not in self.seen:
@@ -146,13 +147,18 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
 
 
 def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path):
-    """``--ctranslate2 --inter-threads 1 2``: PyTorch and both CTranslate2 exports, each decoding one batch
-    at a time and two at once, on the same weights."""
-    found = benchmark.decoders(str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2])
+    """``--ctranslate2 --inter-threads 1 2``: PyTorch with each stopping rule and both CTranslate2 exports,
+    each decoding one batch at a time and two at once, on the same weights."""
+    found = benchmark.decoders(
+        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "k_finished"]
+    )
     pytorch = f"nmt PyTorch ({tiny_checkpoint.name})"
-    engines = [pytorch, "CTranslate2 float32", "CTranslate2 int8"]
+    engines = [pytorch, f"{pytorch}, stopping k_finished", "CTranslate2 float32", "CTranslate2 int8"]
     assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
-    assert [t.inter_threads for t in found.values()] == [1, 2] * 3
+    assert [t.inter_threads for t in found.values()] == [1, 2] * 4
+    rule = found[f"{pytorch}, stopping k_finished, inter_threads 2"]
+    assert rule.search.stopping == "k_finished" and benchmark.decode_round(rule, ["Ein Hund."], 5, 1.0)
+    assert rule.search.stopping == "k_finished"  # a round keeps the decoder's rule
     assert found[f"{pytorch}, inter_threads 2"].translate(["Ein Hund."]) == found[pytorch].translate(["Ein Hund."])
     # CTranslate2 decodes in processes of its own (in PyTorch's process it slowed PyTorch's decoding), with
     # the output it gives in this one

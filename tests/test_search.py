@@ -12,6 +12,7 @@ from conftest import model_cfg
 from nmt import search
 from nmt.data.batching import collate, pad_sequences
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.search import SearchConfig, beam_search, greedy_search, length_penalty
 from nmt.translator import Translator
@@ -265,3 +266,55 @@ def test_beams_reading_one_memory_row_per_sentence_equal_beams_with_their_own_co
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
         for ha, hb in zip(a, b):
             torch.testing.assert_close(ha.attention, hb.attention)
+
+
+def _fairseq_beam(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, k: int, alpha: float, max_len: int):
+    """fairseq's / CTranslate2's beam search for one sentence, written out plainly: each step the best 2k
+    extensions of the k live hypotheses; those ending in EOS within the top k finish, the best k others
+    live on; the sentence stops once k hypotheses have finished (or at its length limit)."""
+    live, finished = [([], 0.0)], []
+    for t in range(max_len):
+        candidates = []
+        for tokens, score in live:
+            with torch.no_grad():
+                logits, _ = model(src, length, torch.tensor([[BOS_ID, *tokens]]))
+            logp = torch.log_softmax(logits[0, -1].float(), -1)
+            logp[PAD_ID] = logp[BOS_ID] = float("-inf")
+            if t + 1 >= max_len:  # at the limit only EOS may follow
+                logp[torch.arange(logp.numel()) != EOS_ID] = float("-inf")
+            candidates += [(score + float(logp[v]), tokens, v) for v in range(logp.numel()) if logp[v] > float("-inf")]
+        candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * k]
+        finished += [(s / length_penalty(t + 1, alpha), toks) for s, toks, v in candidates[:k] if v == EOS_ID]
+        live = [(toks + [v], s) for s, toks, v in candidates if v != EOS_ID][:k]
+        if len(finished) >= k or t + 1 >= max_len:
+            return [toks for _, toks in sorted(finished, key=lambda f: -f[0])]
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnnsearch"])
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_k_finished_stopping_is_fairseqs_rule(arch, alpha):
+    """search.stopping=k_finished (fairseq's and CTranslate2's rule) returns what the plain one-sentence
+    search above returns, for every sentence of a batch; it stops where that rule stops, so it decodes no
+    more steps than the exact rule."""
+    for seed in range(2):
+        model = _random_model(arch, seed, vocab=12)
+        src, lengths = _random_sources(seed, vocab=12)
+        for k in (2, 4):
+            cfg = SearchConfig(beam_size=k, n_best=2, length_penalty=alpha, max_len_a=1.0, max_len_b=4)
+            batched = beam_search(model, src, lengths, SearchConfig(**{**vars(cfg), "stopping": "k_finished"}))
+            limits = cfg.output_limits(lengths)
+            for i, hyps in enumerate(batched):
+                one_src, one_len = src[i : i + 1, : int(lengths[i])], lengths[i : i + 1]
+                expected = _fairseq_beam(model, one_src, one_len, k, alpha, int(limits[i]))
+                assert [h.tokens for h in hyps] == expected[:2], (arch, seed, k, i)
+
+
+def test_stopping_rule_is_an_option_with_a_clear_error():
+    """search.stopping defaults to the exact rule, is not taken from a checkpoint's run, and a rule that
+    does not exist names the option and the choices."""
+    assert SearchConfig.from_cfg({}, {"stopping": "k_finished"}).stopping == "exact"
+    assert SearchConfig.from_cfg({"stopping": "k_finished"}).stopping == "k_finished"
+    assert "stopping: k_finished" in SearchConfig(stopping="k_finished").describe()
+    with pytest.raises(ConfigError, match="search.stopping=first: give one of exact, k_finished"):
+        SearchConfig.from_cfg({"stopping": "first"})
