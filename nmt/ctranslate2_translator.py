@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from nmt.data.tokenizer import SubwordTokenizer, moses_languages
 from nmt.errors import ConfigError
 from nmt.search import Hypothesis, SearchConfig
-from nmt.translator import Translator, check_inter_threads
+from nmt.translator import Translator, check_inter_threads, check_quantization
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class CTranslate2Translator(Translator):
         device: str = "auto",
         max_tokens: int = 4096,
         inter_threads: int = 1,
+        quantization: str = "none",
     ) -> CTranslate2Translator:
         try:
             import ctranslate2
@@ -73,10 +74,13 @@ class CTranslate2Translator(Translator):
         tgt_tok = src_tok.for_language(tgt_lang) if shared else SubwordTokenizer(target.read_bytes(), tgt_lang)
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         check_inter_threads(inter_threads)
+        compute_type = "int8" if check_quantization(quantization, torch.device(ct2_device)) == "int8" else "default"
         # As for PyTorch decoding: inter_threads batches at once (one engine replica each), sharing the threads.
         threads = torch.get_num_threads()
         intra = max(1, threads // inter_threads) if ct2_device == "cpu" else 0
-        model = ctranslate2.Translator(str(path), device=ct2_device, inter_threads=inter_threads, intra_threads=intra)
+        model = ctranslate2.Translator(
+            str(path), device=ct2_device, compute_type=compute_type, inter_threads=inter_threads, intra_threads=intra
+        )
         torch.set_num_threads(threads)  # CTranslate2 set this process's OpenMP thread count to its intra_threads
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
         if settings.beam_size > 1 and settings.length_penalty != 0:
@@ -93,7 +97,8 @@ class CTranslate2Translator(Translator):
                 settings.beam_size,
                 settings.stopping,
             )
-        return cls(model, src_tok, tgt_tok, settings, max_tokens, torch.device(ct2_device), cfg, inter_threads)
+        dev = torch.device(ct2_device)
+        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads, quantization=quantization)
 
     @property
     def has_attention(self) -> bool:

@@ -36,7 +36,7 @@ from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_f
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
-from nmt.models.linear import fixed_weights, keep_packed
+from nmt.models.linear import fixed_weights, keep_packed, quantize_int8
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
@@ -60,6 +60,7 @@ class Translator:
     config: dict[str, Any] = field(default_factory=dict)
     inter_threads: int = 1  # batches decoded at once on a CPU, each on threads / inter_threads threads
     truncated: int = 0  # inputs cut to max_src_len so far
+    quantization: str = "none"  # "int8": linear layers decode in int8 on a CPU (quantize_int8)
 
     def __post_init__(self) -> None:
         check_inter_threads(self.inter_threads)
@@ -72,6 +73,7 @@ class Translator:
         device: str | torch.device = "auto",
         max_tokens: int = 4096,
         inter_threads: int = 1,
+        quantization: str = "none",
     ) -> Translator:
         """A ready Translator from a checkpoint's contents (config, tokenizers, ``model`` weights).
 
@@ -86,8 +88,10 @@ class Translator:
         dev = device if isinstance(device, torch.device) else pick_device(device)
         model.to(dev).eval()
         keep_packed(model)  # loaded to decode, never trained: packed weights serve every call
+        if check_quantization(quantization, dev) == "int8":
+            quantize_int8(model)
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
-        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads)
+        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads, quantization=quantization)
 
     @classmethod
     def from_checkpoint(
@@ -97,6 +101,7 @@ class Translator:
         device: str | torch.device = "auto",
         max_tokens: int = 4096,
         inter_threads: int = 1,
+        quantization: str = "none",
         **search_options: Any,
     ) -> Translator:
         """Load once, ready to translate::
@@ -107,6 +112,8 @@ class Translator:
         ``path``: a checkpoint file, a list of them (an ensemble: the mean of their log-probabilities,
         decoded with the first one's settings), or a directory written by ``nmt-export`` (decoded by
         CTranslate2). ``inter_threads``: batches decoded at once on a CPU (module docstring).
+        ``quantization``: ``int8`` decodes the linear layers in int8 on a CPU (``nmt.models.linear``; for a
+        CTranslate2 directory, its ``compute_type`` int8).
         ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
         merged over ``search`` (see :meth:`from_payload`).
         """
@@ -119,7 +126,9 @@ class Translator:
         from nmt.ctranslate2_translator import CTranslate2Translator, is_ctranslate2_dir
 
         if len(paths) == 1 and is_ctranslate2_dir(paths[0]):
-            return CTranslate2Translator.from_directory(paths[0], search, str(device), max_tokens, inter_threads)
+            return CTranslate2Translator.from_directory(
+                paths[0], search, str(device), max_tokens, inter_threads, quantization
+            )
         payloads = [load_checkpoint(p) for p in paths]
         for p, other in zip(paths[1:], payloads[1:]):
             if not _same_tokenizers(payloads[0]["tokenizers"], other["tokenizers"]):
@@ -127,13 +136,23 @@ class Translator:
                     f"an ensemble's checkpoints must share their vocabularies, but {p} and {paths[0]} do not: "
                     "ensemble runs trained on the same data with the same data.tokenizer settings"
                 )
-        members = [cls.from_payload(payload, search, device, max_tokens, inter_threads) for payload in payloads]
+        members = [
+            cls.from_payload(payload, search, device, max_tokens, inter_threads, quantization) for payload in payloads
+        ]
         if len(members) == 1:
             return members[0]
         first = members[0]
         model = Ensemble([m.model for m in members])
         return cls(
-            model, first.src_tok, first.tgt_tok, first.search, max_tokens, first.device, first.config, inter_threads
+            model,
+            first.src_tok,
+            first.tgt_tok,
+            first.search,
+            max_tokens,
+            first.device,
+            first.config,
+            inter_threads,
+            quantization=quantization,
         )
 
     @property
@@ -229,6 +248,21 @@ class Translator:
     def translate(self, lines: list[str]) -> list[str]:
         """The best detokenized translation of each line, in order."""
         return [self.detokenize(h[0]) for h in self.translate_nbest(lines)]
+
+
+QUANTIZATIONS = ("none", "int8")
+
+
+def check_quantization(quantization: str, device: torch.device) -> str:
+    """``quantization`` if it is one this device decodes with, else a ConfigError that says what to give."""
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"quantization={quantization}: give one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "int8" and device.type != "cpu":
+        raise ConfigError(
+            f"quantization=int8 decodes on a CPU (device={device}): use device=cpu, or on a GPU export the "
+            "checkpoint with nmt-export quantization=int8_float16 and decode that directory"
+        )
+    return quantization
 
 
 def check_inter_threads(inter_threads: int) -> None:

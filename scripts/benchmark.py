@@ -24,7 +24,8 @@ meaningful decoding numbers (an untrained model decodes to the length limit). Wi
 same weights, exported with nmt-export to CTranslate2 float32 and int8, decode beside ours (interleaved,
 same threads, same sentences). CTranslate2's beam search stops once k hypotheses have ended; ours by
 default only when no live hypothesis can still win, so ``--stopping exact k_finished`` (the default) also
-decodes with our ``search.stopping=k_finished``: the same search work as CTranslate2's.
+decodes with our ``search.stopping=k_finished``: the same search work as CTranslate2's; ``--quantization
+none int8`` (the default) decodes our fp32 and int8 linear layers (``quantization=int8``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
 from nmt.trainer import autocast, autocast_dtype
-from nmt.translator import Translator
+from nmt.translator import QUANTIZATIONS, Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 
@@ -400,17 +401,23 @@ def decoders(
     device: torch.device,
     inter_threads: list[int],
     stopping: list[str],
+    quantization: list[str],
 ) -> dict[str, Translator | EngineProcess]:
-    """Our PyTorch decoder on ``checkpoint`` with each beam-search ``stopping`` rule and, with
+    """Our PyTorch decoder on ``checkpoint`` with each ``quantization`` and beam-search ``stopping`` rule and, with
     ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with nmt-export),
     each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with this
     process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the
     threads)."""
     # label -> the decoder for a given inter_threads
     engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
-        f"nmt PyTorch ({Path(checkpoint).name})" + ("" if rule == "exact" else f", stopping {rule}"): (
-            lambda n, rule=rule: Translator.from_checkpoint(checkpoint, device=device, inter_threads=n, stopping=rule)
+        f"nmt PyTorch ({Path(checkpoint).name})"
+        + ("" if q == "none" else f", {q}")
+        + ("" if rule == "exact" else f", stopping {rule}"): (
+            lambda n, q=q, rule=rule: Translator.from_checkpoint(
+                checkpoint, device=device, inter_threads=n, quantization=q, stopping=rule
+            )
         )
+        for q in quantization
         for rule in stopping
     }
     if ctranslate2_exports:
@@ -521,6 +528,13 @@ def main() -> None:
         default=list(SearchConfig.STOPPING_RULES),
         help="our beam search's stopping rules to decode with (k_finished: CTranslate2's)",
     )
+    parser.add_argument(
+        "--quantization",
+        nargs="+",
+        choices=QUANTIZATIONS,
+        default=list(QUANTIZATIONS),
+        help="our decoder's linear layers in fp32 (none) and / or int8",
+    )
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
@@ -560,7 +574,13 @@ def main() -> None:
         test = load_eval_set(compose_cfg([]).data, "test2016", data.src_tok, data.tgt_tok)
         with tempfile.TemporaryDirectory() as work:
             translators = decoders(
-                args.checkpoint, args.ctranslate2, Path(work), device, args.inter_threads, args.stopping
+                args.checkpoint,
+                args.ctranslate2,
+                Path(work),
+                device,
+                args.inter_threads,
+                args.stopping,
+                args.quantization,
             )
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
             for translator in translators.values():

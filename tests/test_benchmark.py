@@ -147,15 +147,17 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
 
 
 def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path):
-    """``--ctranslate2 --inter-threads 1 2``: PyTorch with each stopping rule and both CTranslate2 exports,
-    each decoding one batch at a time and two at once, on the same weights."""
+    """``--ctranslate2 --inter-threads 1 2``: PyTorch fp32 and int8 with each stopping rule and both
+    CTranslate2 exports, each decoding one batch at a time and two at once, on the same weights."""
     found = benchmark.decoders(
-        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "k_finished"]
+        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "k_finished"], ["none", "int8"]
     )
     pytorch = f"nmt PyTorch ({tiny_checkpoint.name})"
-    engines = [pytorch, f"{pytorch}, stopping k_finished", "CTranslate2 float32", "CTranslate2 int8"]
+    ours = [f"{pytorch}{q}{rule}" for q in ("", ", int8") for rule in ("", ", stopping k_finished")]
+    engines = [*ours, "CTranslate2 float32", "CTranslate2 int8"]
     assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
-    assert [t.inter_threads for t in found.values()] == [1, 2] * 4
+    assert [t.inter_threads for t in found.values()] == [1, 2] * 6
+    assert found[f"{pytorch}, int8"].quantization == "int8" and found[pytorch].quantization == "none"
     rule = found[f"{pytorch}, stopping k_finished, inter_threads 2"]
     assert rule.search.stopping == "k_finished" and benchmark.decode_round(rule, ["Ein Hund."], 5, 1.0)
     assert rule.search.stopping == "k_finished"  # a round keeps the decoder's rule

@@ -102,6 +102,9 @@ def test_int8_export_keeps_the_translations(tiny_checkpoint, tmp_path):
         translator = Translator.from_checkpoint(export_ctranslate2(str(tiny_checkpoint), tmp_path / q, q), beam_size=4)
         bleu[q] = corpus_scores(translator.translate(de), en).bleu
     assert bleu["float32"] > 90 and bleu["int8"] > 85, bleu
+    # quantization=int8 on a float32 directory: CTranslate2 quantizes it when loading (its compute_type)
+    loaded = Translator.from_checkpoint(tmp_path / "float32", quantization="int8", device="cpu")
+    assert loaded.model.compute_type == "int8_float32" and loaded.translate(de[:2])
 
 
 @pytest.mark.parametrize(

@@ -238,6 +238,48 @@ def test_decoding_linears_multiply_packed_weights_with_the_same_result():
     assert torch.equal(trained, reference)
 
 
+def test_int8_products_are_exact_at_seven_bit_weights():
+    """torch._int_mm accumulates int8 x int8 in int32. Without VNNI (AVX2, the suite's second run; AVX-512
+    before Cascade Lake) oneDNN adds pairs of products in 16 bits, which saturate at full 8-bit weights;
+    quantize_int8's 7-bit weights keep every sum exact, so every x86 CPU computes the same integers."""
+    torch.manual_seed(0)
+    levels = linear_module.WEIGHT_LEVELS
+    for rows, inner, cols in ((300, 256, 800), (5, 1024, 256), (1, 64, 40)):
+        x = torch.randint(-127, 128, (rows, inner), dtype=torch.int8)
+        w = torch.randint(-levels, levels + 1, (inner, cols), dtype=torch.int8)
+        worst = torch.full((inner, cols), levels, dtype=torch.int8)
+        worst[::2] = -levels
+        for a, b in ((x, w), (torch.full_like(x, -127), worst), (torch.full_like(x, 127), worst)):
+            assert torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+
+
+def test_int8_linears_quantize_rows_and_stay_close_to_fp32():
+    """Under quantize_int8, inside fixed_weights without gradients: each input row and each weight row get
+    their own scale, so a row's result does not depend on its batch and an all-zero row (padding) gives
+    the bias exactly; the result is within the quantization error of F.linear, a ReLU is fused, a changed
+    weight is quantized again, and with gradients the layer is F.linear itself."""
+    torch.manual_seed(0)
+    layer = Linear(48, 80)
+    linear_module.quantize_int8(layer)
+    x = torch.randn(2, 7, 48)
+    x[1, 3] = 0
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.no_grad(), fixed_weights():
+        quantized, fused = layer(x), layer(x, relu=True)
+        assert torch.equal(layer(x[:, 2:3]), quantized[:, 2:3])
+        assert torch.equal(quantized[1, 3], layer.bias)
+    error = (quantized - reference).abs().max() / reference.abs().max()
+    assert 0 < error < 0.02, error  # quantized (not the fp32 path), and close
+    assert torch.equal(fused, quantized.relu())
+    with torch.no_grad():
+        layer.weight.mul_(-1)
+        with fixed_weights():
+            flipped = layer(x)
+    torch.testing.assert_close(flipped, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=0.05, rtol=0)
+    with fixed_weights():
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
 @pytest.mark.parametrize("name", ["rnnsearch", "rnnencdec"])
 def test_gru_decoder_is_the_papers_recurrence_with_nn_grucell(name):
     """The GRU decoder computes the gates' step-independent share out of its loop (nmt/models/rnnsearch.py);

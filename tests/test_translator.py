@@ -12,8 +12,10 @@ from conftest import read_pairs
 from nmt import Translator
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.errors import ConfigError
+from nmt.metrics import corpus_scores
 from nmt.models import linear as linear_module
 from nmt.models.ensemble import Ensemble
+from nmt.translator import check_quantization
 
 
 def test_translate_returns_strings_in_order(tiny_checkpoint):
@@ -147,3 +149,17 @@ def test_a_loaded_translator_packs_its_weights_once_and_follows_a_reload(tiny_ch
     reloaded = Translator.from_checkpoint(tmp_path / "noisy.pt", beam_size=2)
     assert translator.translate(lines) == reloaded.translate(lines) != first
     assert linear_module._KEPT[weight][1] is not packed
+
+
+def test_int8_translator_keeps_the_memorised_translations(tiny_checkpoint):
+    """quantization=int8 (linear layers in int8 on a CPU) still translates the 64 memorised pairs, a
+    sentence decodes alone as inside its batch, and quantization names its choices and its device."""
+    de, en = read_pairs("train", 64)
+    int8 = Translator.from_checkpoint(tiny_checkpoint, beam_size=4, device="cpu", quantization="int8")
+    outputs = int8.translate(de)
+    assert corpus_scores(outputs, en).bleu > 90
+    assert [int8.translate([line])[0] for line in de[:8]] == outputs[:8]
+    with pytest.raises(ConfigError, match="quantization=int4: give one of none, int8"):
+        Translator.from_checkpoint(tiny_checkpoint, quantization="int4")
+    with pytest.raises(ConfigError, match="quantization=int8 decodes on a CPU"):
+        check_quantization("int8", torch.device("cuda"))
