@@ -6,9 +6,10 @@ accept the directory, so the same command scores PyTorch and CTranslate2 decodin
 How ``search.*`` maps onto CTranslate2's options:
 
 - ``beam_size``, ``n_best`` (``num_hypotheses``) and attention (``return_attention``) map exactly.
-- ``length_penalty``: CTranslate2 divides a hypothesis' log-probability by ``|Y| ** alpha``, not by Wu et
-  al.'s ``((5 + |Y|) / 6) ** alpha``; the same alpha is passed on, so beam search can rank finished
-  hypotheses differently (a warning says so when alpha != 0; greedy search is unaffected).
+- ``length_penalty``: CTranslate2 divides a hypothesis' log-probability by ``|Y| ** alpha``
+  (``search.length_normalization=length``), not by Wu et al.'s ``((5 + |Y|) / 6) ** alpha`` (the default,
+  ``wu``); the same alpha is passed on, so with ``wu`` beam search can rank finished hypotheses
+  differently (a warning says so when alpha != 0; greedy search is unaffected).
 - ``max_len_a`` / ``max_len_b``: CTranslate2 takes one length limit per call; each length-sorted batch
   decodes to the longest limit in it, and every output is then cut to its own sentence's limit, which is
   exact for greedy search (its output is a prefix of the longer run) and close for beam search.
@@ -83,7 +84,7 @@ class CTranslate2Translator(Translator):
         )
         torch.set_num_threads(threads)  # CTranslate2 set this process's OpenMP thread count to its intra_threads
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
-        if settings.beam_size > 1 and settings.length_penalty != 0:
+        if settings.beam_size > 1 and settings.length_penalty != 0 and settings.length_normalization != "length":
             log.warning(
                 "CTranslate2 normalises beam scores by |Y|^%g, not by ((5+|Y|)/6)^%g as nmt's search does: "
                 "beam outputs can differ slightly from PyTorch decoding of the same weights",

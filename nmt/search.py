@@ -5,7 +5,8 @@ costs what its longest *unfinished* sentence costs. Beam search follows fairseq'
 step take the top 2k candidates, move those that end in EOS (within the top k) to the finished list,
 and continue with the best k that do not. Finished hypotheses are ranked by log-probability divided by
 the length penalty of Wu et al. (2016), lp(Y) = ((5 + |Y|) / 6) ** alpha (alpha = 0.6 in Vaswani et al.
-2017).
+2017; JoeyNMT and OpenNMT-py), or with ``length_normalization="length"`` by |Y| ** alpha (fairseq,
+CTranslate2, Hugging Face); |Y| counts the EOS.
 
 By default (``stopping="exact"``) a sentence stops only when no live hypothesis can still beat the
 ``n_best``-th best finished one (or at its length limit). Log-probabilities are <= 0, so a live score s
@@ -55,12 +56,21 @@ class SearchConfig:
     max_len_b: int = 10
     n_best: int = 1
     stopping: str = "exact"  # beam search: "exact" (no live hypothesis can still win) or "k_finished"
+    length_normalization: str = "wu"  # beam scores / ((5 + |Y|) / 6) ** alpha ("wu") or / |Y| ** alpha ("length")
     need_attention: bool = False
 
     STOPPING_RULES: ClassVar[tuple[str, ...]] = ("exact", "k_finished")
+    LENGTH_NORMALIZATIONS: ClassVar[tuple[str, ...]] = ("wu", "length")
 
     # What a checkpoint's training config contributes: the set-up's own decoding (n_best is per use).
-    STORED: ClassVar[tuple[str, ...]] = ("beam_size", "length_penalty", "max_len_a", "max_len_b")
+    STORED: ClassVar[tuple[str, ...]] = (
+        "beam_size",
+        "length_penalty",
+        "max_len_a",
+        "max_len_b",
+        "stopping",
+        "length_normalization",
+    )
 
     @classmethod
     def from_cfg(cls, section: Mapping[str, Any] | None, stored: Mapping[str, Any] | None = None) -> SearchConfig:
@@ -75,13 +85,15 @@ class SearchConfig:
             "length_penalty": float,
             "max_len_a": float,
             "stopping": str,
+            "length_normalization": str,
         }
         cfg = cls(**{k: types.get(k, bool)(v) for k, v in values.items()})
-        if cfg.stopping not in cls.STOPPING_RULES:
-            raise ConfigError(
-                f"search.stopping={cfg.stopping}: give one of {', '.join(cls.STOPPING_RULES)} "
-                "(configs/search/default.yaml explains them)"
-            )
+        for option, choices in (("stopping", cls.STOPPING_RULES), ("length_normalization", cls.LENGTH_NORMALIZATIONS)):
+            if getattr(cfg, option) not in choices:
+                raise ConfigError(
+                    f"search.{option}={getattr(cfg, option)}: give one of {', '.join(choices)} "
+                    "(configs/search/default.yaml explains them)"
+                )
         if cfg.beam_size < 1 or cfg.n_best < 1 or cfg.n_best > cfg.beam_size:
             raise ConfigError(
                 f"search.n_best={cfg.n_best} and search.beam_size={cfg.beam_size}: need 1 <= n_best <= beam_size"
@@ -98,15 +110,17 @@ class SearchConfig:
         search = "greedy" if self.beam_size == 1 else f"beam {self.beam_size}"
         if self.beam_size > 1 and self.stopping != "exact":
             search += f" (stopping: {self.stopping})"
+        form = " (|Y|^alpha)" if self.length_normalization == "length" else ""
         return (
-            f"{search}, length penalty alpha {self.length_penalty:g}, "
+            f"{search}, length penalty alpha {self.length_penalty:g}{form}, "
             f"max output length {self.max_len_a:g} * source + {self.max_len_b}"
         )
 
 
-def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
-    """lp(Y) = ((5 + |Y|) / 6) ** alpha."""
-    return ((5 + length) / 6) ** alpha
+def length_penalty(length: int | Tensor, alpha: float, form: str = "wu") -> float | Tensor:
+    """lp(Y) = ((5 + |Y|) / 6) ** alpha, or |Y| ** alpha for ``form="length"``; both grow with |Y| for
+    alpha > 0."""
+    return (length if form == "length" else (5 + length) / 6) ** alpha
 
 
 def _max_lengths(model: Seq2SeqModel, src_lengths: Tensor, cfg: SearchConfig) -> Tensor:
@@ -211,14 +225,14 @@ def greedy_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Se
     return result
 
 
-def _best_reachable(alive: Tensor, next_len: int, max_lens: Tensor, alpha: float) -> Tensor:
+def _best_reachable(alive: Tensor, next_len: int, max_lens: Tensor, alpha: float, form: str) -> Tensor:
     """Upper bound on the normalised score any continuation of a live hypothesis can finish with.
 
     alive: (n,) best live log-probability per sentence (<= 0); max_lens: (n,) length limits (EOS
     included). A continuation finishes with a log-probability <= ``alive`` at a length in
     [next_len, max_len], and s / lp(L) for s <= 0 is largest where lp(L) is largest.
     """
-    lp = length_penalty(max_lens.float(), alpha).clamp(min=length_penalty(next_len, alpha))
+    lp = length_penalty(max_lens.float(), alpha, form).clamp(min=length_penalty(next_len, alpha, form))
     return alive / lp
 
 
@@ -257,7 +271,7 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         if att_hist is not None:
             att_hist = torch.cat([att_hist, att[:, -1:].float()], dim=1)
         # Finished hypotheses: EOS candidates ranked within the top k that enter their sentence's n-best.
-        norm = top_scores / length_penalty(t + 1, cfg.length_penalty)
+        norm = top_scores / length_penalty(t + 1, cfg.length_penalty, cfg.length_normalization)
         ending = is_eos & (ranks < k) & torch.isfinite(top_scores)  # (n, 2k)
         if k_finished:
             ended[sents] += ending.sum(dim=1)
@@ -277,7 +291,10 @@ def beam_search(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor, cfg: Sear
         if k_finished:
             stop = ended[sents] >= k
         else:
-            stop = _best_reachable(new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty) <= threshold[sents]
+            best = _best_reachable(
+                new_scores[:, 0], t + 2, max_lens[sents], cfg.length_penalty, cfg.length_normalization
+            )
+            stop = best <= threshold[sents]
         done = stop | (t + 1 >= max_lens[sents])
         if done.all():
             break

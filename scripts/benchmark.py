@@ -22,10 +22,11 @@ not know) on single unpadded pairs and summed over the real pairs of the timed b
 as waste, not as work. Decoding speed depends on output lengths: pass a trained ``--checkpoint`` for
 meaningful decoding numbers (an untrained model decodes to the length limit). With ``--ctranslate2`` the
 same weights, exported with nmt-export to CTranslate2 float32 and int8, decode beside ours (interleaved,
-same threads, same sentences). CTranslate2's beam search stops once k hypotheses have ended; ours by
-default only when no live hypothesis can still win, so ``--stopping exact k_finished`` (the default) also
-decodes with our ``search.stopping=k_finished``: the same search work as CTranslate2's; ``--quantization
-none int8`` (the default) decodes our fp32 and int8 linear layers (``quantization=int8``).
+same threads, same sentences). CTranslate2's beam search stops once k hypotheses have ended and divides
+by |Y| ** alpha; ours by default stops only when no live hypothesis can still win and divides by Wu et
+al.'s penalty, so ``--searches exact ctranslate2`` (the default) also decodes with CTranslate2's search
+(``search.stopping=k_finished search.length_normalization=length``): the same search, the same work;
+``--quantization none int8`` (the default) decodes our fp32 and int8 linear layers (``quantization=int8``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ from nmt.trainer import autocast, autocast_dtype
 from nmt.translator import QUANTIZATIONS, Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
+# our beam searches the decoding rows use: name -> (search options, label suffix)
+SEARCHES = {
+    "exact": ({}, ""),
+    "ctranslate2": ({"stopping": "k_finished", "length_normalization": "length"}, ", CTranslate2's search"),
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -319,7 +325,10 @@ def training_in_child(env_changes: dict[str, str], argv: list[str]) -> dict:
 def decode_round(translator: Translator, sources: list[str], beam: int, alpha: float) -> tuple[float, list[str], int]:
     """One timed decoding of ``sources``: seconds, the detokenized best outputs and their token count (EOS
     included)."""
-    translator.search = SearchConfig(beam_size=beam, length_penalty=alpha, stopping=translator.search.stopping)
+    own = translator.search  # the decoder's own beam search rules, kept
+    translator.search = SearchConfig(
+        beam_size=beam, length_penalty=alpha, stopping=own.stopping, length_normalization=own.length_normalization
+    )
     start = time.perf_counter()
     hyps = translator.translate_nbest(sources)
     seconds = time.perf_counter() - start
@@ -400,25 +409,24 @@ def decoders(
     work: Path,
     device: torch.device,
     inter_threads: list[int],
-    stopping: list[str],
+    searches: list[str],
     quantization: list[str],
 ) -> dict[str, Translator | EngineProcess]:
-    """Our PyTorch decoder on ``checkpoint`` with each ``quantization`` and beam-search ``stopping`` rule and, with
+    """Our PyTorch decoder on ``checkpoint`` with each ``quantization`` and each beam search of ``searches``
+    (:data:`SEARCHES`) and, with
     ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with nmt-export),
     each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with this
     process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the
     threads)."""
     # label -> the decoder for a given inter_threads
     engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
-        f"nmt PyTorch ({Path(checkpoint).name})"
-        + ("" if q == "none" else f", {q}")
-        + ("" if rule == "exact" else f", stopping {rule}"): (
-            lambda n, q=q, rule=rule: Translator.from_checkpoint(
-                checkpoint, device=device, inter_threads=n, quantization=q, stopping=rule
+        f"nmt PyTorch ({Path(checkpoint).name})" + ("" if q == "none" else f", {q}") + SEARCHES[name][1]: (
+            lambda n, q=q, name=name: Translator.from_checkpoint(
+                checkpoint, device=device, inter_threads=n, quantization=q, **SEARCHES[name][0]
             )
         )
         for q in quantization
-        for rule in stopping
+        for name in searches
     }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
@@ -522,11 +530,11 @@ def main() -> None:
         help="decode with each of these inter_threads (batches at once on the CPU, sharing its threads), e.g. 1 2",
     )
     parser.add_argument(
-        "--stopping",
+        "--searches",
         nargs="+",
-        choices=SearchConfig.STOPPING_RULES,
-        default=list(SearchConfig.STOPPING_RULES),
-        help="our beam search's stopping rules to decode with (k_finished: CTranslate2's)",
+        choices=list(SEARCHES),
+        default=list(SEARCHES),
+        help="our beam searches to decode with: exact (the default search), ctranslate2 (CTranslate2's rules)",
     )
     parser.add_argument(
         "--quantization",
@@ -579,7 +587,7 @@ def main() -> None:
                 Path(work),
                 device,
                 args.inter_threads,
-                args.stopping,
+                args.searches,
                 args.quantization,
             )
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)

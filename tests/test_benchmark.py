@@ -147,20 +147,20 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
 
 
 def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path):
-    """``--ctranslate2 --inter-threads 1 2``: PyTorch fp32 and int8 with each stopping rule and both
-    CTranslate2 exports, each decoding one batch at a time and two at once, on the same weights."""
+    """``--ctranslate2 --inter-threads 1 2``: PyTorch fp32 and int8 with our search and with CTranslate2's,
+    and both CTranslate2 exports, each decoding one batch at a time and two at once, on the same weights."""
     found = benchmark.decoders(
-        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "k_finished"], ["none", "int8"]
+        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "ctranslate2"], ["none", "int8"]
     )
     pytorch = f"nmt PyTorch ({tiny_checkpoint.name})"
-    ours = [f"{pytorch}{q}{rule}" for q in ("", ", int8") for rule in ("", ", stopping k_finished")]
+    ours = [f"{pytorch}{q}{search}" for q in ("", ", int8") for search in ("", ", CTranslate2's search")]
     engines = [*ours, "CTranslate2 float32", "CTranslate2 int8"]
     assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
     assert [t.inter_threads for t in found.values()] == [1, 2] * 6
     assert found[f"{pytorch}, int8"].quantization == "int8" and found[pytorch].quantization == "none"
-    rule = found[f"{pytorch}, stopping k_finished, inter_threads 2"]
-    assert rule.search.stopping == "k_finished" and benchmark.decode_round(rule, ["Ein Hund."], 5, 1.0)
-    assert rule.search.stopping == "k_finished"  # a round keeps the decoder's rule
+    theirs = found[f"{pytorch}, CTranslate2's search, inter_threads 2"]
+    assert benchmark.decode_round(theirs, ["Ein Hund."], 5, 1.0)  # a round keeps the decoder's own rules
+    assert (theirs.search.stopping, theirs.search.length_normalization) == ("k_finished", "length")
     assert found[f"{pytorch}, inter_threads 2"].translate(["Ein Hund."]) == found[pytorch].translate(["Ein Hund."])
     # CTranslate2 decodes in processes of its own (in PyTorch's process it slowed PyTorch's decoding), with
     # the output it gives in this one

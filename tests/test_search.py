@@ -31,6 +31,7 @@ def test_length_penalty_is_wu_et_al():
     assert length_penalty(1, 0.6) == 1.0
     assert length_penalty(10, 0.6) == ((5 + 10) / 6) ** 0.6
     assert length_penalty(10, 0.0) == 1.0
+    assert length_penalty(10, 0.6, "length") == 10**0.6  # fairseq's and CTranslate2's |Y| ** alpha
 
 
 def test_beam_returns_sorted_nbest_within_length_limit():
@@ -149,25 +150,35 @@ def _random_sources(seed: int, vocab: int, n: int = 5) -> tuple[torch.Tensor, to
     return pad_sequences(seqs, suffix=EOS_ID), torch.tensor([len(s) + 1 for s in seqs])
 
 
-def _normalised(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, tokens: list[int], alpha: float) -> float:
+def _normalised(
+    model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, tokens: list[int], alpha: float, form: str = "wu"
+) -> float:
     """Teacher-forced log-probability of ``tokens`` + EOS divided by the length penalty."""
     tgt = torch.tensor([[BOS_ID, *tokens]])
     with torch.no_grad():
         logits, _ = model(src, length, tgt)
     logp = torch.log_softmax(logits[0].float(), -1)
-    return sum(float(logp[i, t]) for i, t in enumerate([*tokens, EOS_ID])) / length_penalty(len(tokens) + 1, alpha)
+    total = sum(float(logp[i, t]) for i, t in enumerate([*tokens, EOS_ID]))
+    return total / length_penalty(len(tokens) + 1, alpha, form)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
-def test_stopping_early_never_changes_the_result(arch, alpha, monkeypatch):
+@pytest.mark.parametrize(("alpha", "form"), [(0.0, "wu"), (0.6, "wu"), (1.0, "wu"), (1.0, "length")])
+def test_stopping_early_never_changes_the_result(arch, alpha, form, monkeypatch):
     """On random models, for beam sizes 1-5: the search that stops early returns exactly what the same beam
     returns when every sentence runs to its length limit (nothing that could win is thrown away)."""
     for seed in range(3):
         model = _random_model(arch, seed, vocab=12)
         src, lengths = _random_sources(seed, vocab=12)
         for k in range(1, 6):
-            cfg = SearchConfig(beam_size=k, n_best=min(k, 2), length_penalty=alpha, max_len_a=1.0, max_len_b=4)
+            cfg = SearchConfig(
+                beam_size=k,
+                n_best=min(k, 2),
+                length_penalty=alpha,
+                max_len_a=1.0,
+                max_len_b=4,
+                length_normalization=form,
+            )
             early = beam_search(model, src, lengths, cfg)
             with monkeypatch.context() as m:
                 m.setattr(search, "_best_reachable", lambda alive, *_: torch.zeros_like(alive))
@@ -177,22 +188,22 @@ def test_stopping_early_never_changes_the_result(arch, alpha, monkeypatch):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
-def test_wide_beam_equals_exhaustive_search(arch, alpha):
+@pytest.mark.parametrize(("alpha", "form"), [(0.0, "wu"), (0.6, "wu"), (1.0, "wu"), (1.0, "length")])
+def test_wide_beam_equals_exhaustive_search(arch, alpha, form):
     """Tiny vocabulary (UNK, EOS and three words), outputs of at most 4 tokens with EOS: 85 possible outputs,
     all scored by a teacher-forced pass. A beam wide enough to hold every candidate must find the best."""
     vocab, max_len = 7, 4
     words = [UNK_ID, 4, 5, 6]
     model = _random_model(arch, 0, vocab)
     src, lengths = _random_sources(1, vocab, n=3)
-    cfg = SearchConfig(beam_size=100, length_penalty=alpha, max_len_a=0.0, max_len_b=max_len)
+    cfg = SearchConfig(beam_size=100, length_penalty=alpha, max_len_a=0.0, max_len_b=max_len, length_normalization=form)
     found = beam_search(model, src, lengths, cfg)
     for i, hyps in enumerate(found):
         one_src, one_len = src[i : i + 1, : int(lengths[i])], lengths[i : i + 1]
         outputs = [list(o) for n in range(max_len) for o in itertools.product(words, repeat=n)]
-        best = max(_normalised(model, one_src, one_len, o, alpha) for o in outputs)
+        best = max(_normalised(model, one_src, one_len, o, alpha, form) for o in outputs)
         assert hyps[0].score == pytest.approx(best, abs=1e-4)
-        assert _normalised(model, one_src, one_len, hyps[0].tokens, alpha) == pytest.approx(best, abs=1e-4)
+        assert _normalised(model, one_src, one_len, hyps[0].tokens, alpha, form) == pytest.approx(best, abs=1e-4)
 
 
 def test_beam_never_scores_below_greedy_on_the_memorised_model(tiny_checkpoint):
@@ -268,7 +279,9 @@ def test_beams_reading_one_memory_row_per_sentence_equal_beams_with_their_own_co
             torch.testing.assert_close(ha.attention, hb.attention)
 
 
-def _fairseq_beam(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, k: int, alpha: float, max_len: int):
+def _fairseq_beam(
+    model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, k: int, alpha: float, form: str, max_len: int
+):
     """fairseq's / CTranslate2's beam search for one sentence, written out plainly: each step the best 2k
     extensions of the k live hypotheses; those ending in EOS within the top k finish, the best k others
     live on; the sentence stops once k hypotheses have finished (or at its length limit)."""
@@ -284,7 +297,7 @@ def _fairseq_beam(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, 
                 logp[torch.arange(logp.numel()) != EOS_ID] = float("-inf")
             candidates += [(score + float(logp[v]), tokens, v) for v in range(logp.numel()) if logp[v] > float("-inf")]
         candidates = sorted(candidates, key=lambda c: -c[0])[: 2 * k]
-        finished += [(s / length_penalty(t + 1, alpha), toks) for s, toks, v in candidates[:k] if v == EOS_ID]
+        finished += [(s / length_penalty(t + 1, alpha, form), toks) for s, toks, v in candidates[:k] if v == EOS_ID]
         live = [(toks + [v], s) for s, toks, v in candidates if v != EOS_ID][:k]
         if len(finished) >= k or t + 1 >= max_len:
             return [toks for _, toks in sorted(finished, key=lambda f: -f[0])]
@@ -292,29 +305,37 @@ def _fairseq_beam(model: Seq2SeqModel, src: torch.Tensor, length: torch.Tensor, 
 
 
 @pytest.mark.parametrize("arch", ["transformer", "rnnsearch"])
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_k_finished_stopping_is_fairseqs_rule(arch, alpha):
-    """search.stopping=k_finished (fairseq's and CTranslate2's rule) returns what the plain one-sentence
-    search above returns, for every sentence of a batch; it stops where that rule stops, so it decodes no
-    more steps than the exact rule."""
+@pytest.mark.parametrize(("alpha", "form"), [(0.0, "wu"), (1.0, "wu"), (1.0, "length")])
+def test_k_finished_stopping_is_fairseqs_rule(arch, alpha, form):
+    """search.stopping=k_finished (fairseq's and CTranslate2's rule; with length_normalization=length,
+    their search) returns what the plain one-sentence search above returns, for every sentence of a
+    batch."""
     for seed in range(2):
         model = _random_model(arch, seed, vocab=12)
         src, lengths = _random_sources(seed, vocab=12)
         for k in (2, 4):
-            cfg = SearchConfig(beam_size=k, n_best=2, length_penalty=alpha, max_len_a=1.0, max_len_b=4)
+            cfg = SearchConfig(
+                beam_size=k, n_best=2, length_penalty=alpha, max_len_a=1.0, max_len_b=4, length_normalization=form
+            )
             batched = beam_search(model, src, lengths, SearchConfig(**{**vars(cfg), "stopping": "k_finished"}))
             limits = cfg.output_limits(lengths)
             for i, hyps in enumerate(batched):
                 one_src, one_len = src[i : i + 1, : int(lengths[i])], lengths[i : i + 1]
-                expected = _fairseq_beam(model, one_src, one_len, k, alpha, int(limits[i]))
+                expected = _fairseq_beam(model, one_src, one_len, k, alpha, form, int(limits[i]))
                 assert [h.tokens for h in hyps] == expected[:2], (arch, seed, k, i)
 
 
-def test_stopping_rule_is_an_option_with_a_clear_error():
-    """search.stopping defaults to the exact rule, is not taken from a checkpoint's run, and a rule that
-    does not exist names the option and the choices."""
-    assert SearchConfig.from_cfg({}, {"stopping": "k_finished"}).stopping == "exact"
+def test_stopping_rule_and_length_normalization_are_options_with_clear_errors():
+    """search.stopping defaults to the exact rule, comes from the checkpoint's run unless given (as does
+    search.length_normalization), and a value that does not exist names the option and the choices."""
+    assert SearchConfig.from_cfg({}, None).stopping == "exact"
+    stored = {"stopping": "k_finished", "length_normalization": "length"}
+    assert SearchConfig.from_cfg({"stopping": None, "length_normalization": None}, stored) == SearchConfig(**stored)
+    assert SearchConfig.from_cfg({"stopping": "exact"}, stored).stopping == "exact"
     assert SearchConfig.from_cfg({"stopping": "k_finished"}).stopping == "k_finished"
     assert "stopping: k_finished" in SearchConfig(stopping="k_finished").describe()
     with pytest.raises(ConfigError, match="search.stopping=first: give one of exact, k_finished"):
         SearchConfig.from_cfg({"stopping": "first"})
+    assert "(|Y|^alpha)" in SearchConfig(length_normalization="length").describe()
+    with pytest.raises(ConfigError, match="search.length_normalization=avg: give one of wu, length"):
+        SearchConfig.from_cfg({"length_normalization": "avg"})

@@ -119,7 +119,8 @@ def test_translations_equal_the_translators_in_order(server, translator, expecte
     cfg = translator.config
     info = {"name": cfg["name"], "arch": "transformer", "src_lang": "de", "tgt_lang": "en", "attention": True}
     assert body["model"] == info
-    assert body["search"] == {"beam_size": 1, "length_penalty": 0.6, "max_len_a": 1.5, "max_len_b": 10}
+    search = {"beam_size": 1, "length_penalty": 0.6, "max_len_a": 1.5, "max_len_b": 10}
+    assert body["search"] == {**search, "stopping": "exact", "length_normalization": "wu"}
     assert "attention" not in body
     beam2 = post(server, {"text": lines, "beam_size": 2}).json()
     assert beam2["search"]["beam_size"] == 2
