@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,15 +86,20 @@ def keep_packed(model: nn.Module) -> None:
         _KEPT[weight] = _KEPT.get(weight)
 
 
-def _packed(weight: Tensor) -> Tensor:
-    """``weight`` (out, in) in oneDNN's blocked layout, made once per version of the weight."""
+def _cached(cache: WeakIdKeyDictionary, weight: Tensor, make: Callable[[Tensor], Any]) -> Any:
+    """``make(weight)`` made once per version of the weight (version counter and data pointer), in ``cache``."""
     key = (weight._version, weight.data_ptr())
-    cache = _KEPT if weight in _KEPT else _PACKED
     cached = cache.get(weight)
     if cached is None or cached[0] != key:
-        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS))
+        cached = (key, make(weight.detach()))
         cache[weight] = cached
     return cached[1]
+
+
+def _packed(weight: Tensor) -> Tensor:
+    """``weight`` (out, in) in oneDNN's blocked layout."""
+    cache = _KEPT if weight in _KEPT else _PACKED
+    return _cached(cache, weight, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS))
 
 
 def quantize_int8(model: nn.Module) -> None:
@@ -109,21 +115,15 @@ def quantize_int8(model: nn.Module) -> None:
             _INT8[weight] = _INT8.get(weight)
 
 
-def _quantized(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """``weight`` (out, in) as int8 (in, out) and its (out,) fp32 scales, made once per version."""
-    key = (weight._version, weight.data_ptr())
-    cached = _INT8.get(weight)
-    if cached is None or cached[0] != key:
-        w = weight.detach()
-        scale = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / WEIGHT_LEVELS
-        cached = (key, (torch.round(w / scale[:, None]).to(torch.int8).t().contiguous(), scale))
-        _INT8[weight] = cached
-    return cached[1]
+def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``weight`` (out, in) as 7-bit integers in int8 (in, out) and its (out,) fp32 scales."""
+    scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / WEIGHT_LEVELS
+    return torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous(), scale
 
 
 def _int8_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
     """:func:`linear` with int8 operands: x (..., in) quantized per row, the weight per output row."""
-    w8, w_scale = _quantized(weight)
+    w8, w_scale = _cached(_INT8, weight, _quantize_rows)
     rows = x.reshape(-1, x.size(-1))  # (N, in)
     x_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127  # (N, 1)
     acc = torch._int_mm(torch.round(rows / x_scale).to(torch.int8), w8)  # (N, out) int32, exact
