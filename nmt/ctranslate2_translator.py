@@ -76,7 +76,7 @@ class CTranslate2Translator(Translator):
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         dev = torch.device(ct2_device)
         check_inter_threads(inter_threads)
-        compute_type = "int8" if check_quantization(quantization, dev) == "int8" else "default"
+        compute_type = "int8" if check_quantization(quantization) == "int8" else "default"
         # As for PyTorch decoding: inter_threads batches at once (one engine replica each), sharing the threads.
         threads = torch.get_num_threads()
         intra = max(1, threads // inter_threads) if ct2_device == "cpu" else 0

@@ -86,9 +86,10 @@ class Translator:
         model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=shared_vocabulary(src_tok, tgt_tok))
         model.load_state_dict(payload["model"])
         dev = device if isinstance(device, torch.device) else pick_device(device)
+        check_quantization(quantization, dev)
         model.to(dev).eval()
         keep_packed(model)  # loaded to decode, never trained: packed weights serve every call
-        if check_quantization(quantization, dev) == "int8":
+        if quantization == "int8":
             quantize_int8(model)
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
         return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads, quantization=quantization)
@@ -253,11 +254,15 @@ class Translator:
 QUANTIZATIONS = ("none", "int8")
 
 
-def check_quantization(quantization: str, device: torch.device) -> str:
-    """``quantization`` if it is one this device decodes with, else a ConfigError that says what to give."""
+def check_quantization(quantization: str, device: torch.device | None = None) -> str:
+    """``quantization`` if it is one of QUANTIZATIONS, else a ConfigError that says what to give.
+
+    With a ``device``, also that PyTorch decodes with it there: its int8 linear layers run on a CPU only
+    (CTranslate2, which passes no device, runs int8 on its GPUs too).
+    """
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization={quantization}: give one of {', '.join(QUANTIZATIONS)}")
-    if quantization == "int8" and device.type != "cpu":
+    if quantization == "int8" and device is not None and device.type != "cpu":
         raise ConfigError(
             f"quantization=int8 decodes on a CPU (device={device}): use device=cpu, or on a GPU export the "
             "checkpoint with nmt-export quantization=int8_float16 and decode that directory"

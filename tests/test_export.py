@@ -107,6 +107,25 @@ def test_int8_export_keeps_the_translations(tiny_checkpoint, tmp_path):
     assert loaded.model.compute_type == "int8_float32" and loaded.translate(de[:2])
 
 
+def test_int8_on_a_gpu_is_ctranslate2s_to_run(tiny_checkpoint, tmp_path, monkeypatch):
+    """quantization=int8 on a CUDA device: CTranslate2 runs int8 on its GPUs, so an exported directory
+    loads there with compute_type int8 (only PyTorch's int8 layers are CPU-only). No GPU here, so
+    CTranslate2 is told it sees one and its Translator records what it was asked for."""
+    directory = export_ctranslate2(str(tiny_checkpoint), tmp_path / "float32", "float32")
+    asked = {}
+
+    def fake_translator(path: str, **kwargs) -> object:
+        asked.update(kwargs)
+        return object()
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(ctranslate2, "Translator", fake_translator)
+    loaded = Translator.from_checkpoint(directory, quantization="int8", device="cuda")
+    assert loaded.device.type == "cuda" and asked["device"] == "cuda" and asked["compute_type"] == "int8"
+    with pytest.raises(ConfigError, match="quantization=int8 decodes on a CPU"):
+        Translator.from_checkpoint(tiny_checkpoint, quantization="int8", device="cuda")
+
+
 @pytest.mark.parametrize(
     "layout",
     [{"pre_norm": False}, {"pre_norm": True}, {"pre_norm": True, "tie_output": False}, {"positions": "learned"}],
