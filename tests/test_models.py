@@ -239,9 +239,10 @@ def test_decoding_linears_multiply_packed_weights_with_the_same_result():
 
 
 def test_int8_products_are_exact_at_seven_bit_weights():
-    """torch._int_mm accumulates int8 x int8 in int32. Without VNNI (AVX2, the suite's second run; AVX-512
-    before Cascade Lake) oneDNN adds pairs of products in 16 bits, which saturate at full 8-bit weights;
-    quantize_int8's 7-bit weights keep every sum exact, so every x86 CPU computes the same integers."""
+    """torch._int_mm and oneDNN's prepacked int8 kernel accumulate int8 x int8 in int32. Without VNNI (AVX2,
+    the suite's second run; AVX-512 before Cascade Lake) oneDNN adds pairs of products in 16 bits, which
+    saturate at full 8-bit weights; quantize_int8's 7-bit weights keep every sum exact, so every x86 CPU
+    computes the same integers (and, at these sizes, oneDNN's fp32 output of them is exact too)."""
     torch.manual_seed(0)
     levels = linear_module.WEIGHT_LEVELS
     for rows, inner, cols in ((300, 256, 800), (5, 1024, 256), (1, 64, 40)):
@@ -250,7 +251,15 @@ def test_int8_products_are_exact_at_seven_bit_weights():
         worst = torch.full((inner, cols), levels, dtype=torch.int8)
         worst[::2] = -levels
         for a, b in ((x, w), (torch.full_like(x, -127), worst), (torch.full_like(x, 127), worst)):
-            assert torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+            exact = a.long() @ b.long()
+            assert torch.equal(torch._int_mm(a, b).long(), exact)
+            if linear_module.ONEDNN_INT8:
+                packed = torch.ops.onednn.qlinear_prepack(b.t().contiguous(), None)
+                ones, zeros = torch.ones(cols), torch.zeros(cols, dtype=torch.long)
+                product = torch.ops.onednn.qlinear_pointwise(
+                    a, 1.0, 0, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], ""
+                )
+                assert torch.equal(product.long(), exact)
 
 
 def test_int8_linears_quantize_rows_and_stay_close_to_fp32():
@@ -278,6 +287,22 @@ def test_int8_linears_quantize_rows_and_stay_close_to_fp32():
     torch.testing.assert_close(flipped, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=0.05, rtol=0)
     with fixed_weights():
         assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_int8_linears_give_the_same_result_through_either_kernel(monkeypatch):
+    """oneDNN's prepacked int8 kernel (x86) and torch._int_mm (elsewhere) compute the same exact integers
+    and scale them in the same order, so an int8 model translates alike on every CPU."""
+    torch.manual_seed(0)
+    layer = Linear(256, 300)
+    linear_module.quantize_int8(layer)
+    x = torch.randn(37, 256)
+    results = []
+    for outputs in (1, 1 << 30):  # every product through oneDNN (where there is one), then none
+        monkeypatch.setattr(linear_module, "FUSED_INT8_OUTPUTS", outputs)
+        with torch.no_grad(), fixed_weights():
+            results.append((layer(x), layer(x, relu=True), layer(x[:1])))
+    assert (layer.weight in linear_module._INT8_PACKED) == linear_module.ONEDNN_INT8
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 @pytest.mark.parametrize("name", ["rnnsearch", "rnnencdec"])
