@@ -41,7 +41,13 @@ def eval_sets(cfg: DictConfig, translator: Translator) -> list[EvalSet]:
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
     translator = Translator.from_checkpoint(
-        cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads), str(cfg.quantization)
+        cfg.checkpoint,
+        cfg.search,
+        cfg.device,
+        int(cfg.max_tokens),
+        int(cfg.inter_threads),
+        str(cfg.quantization),
+        int(cfg.processes),
     )
     print(f"decoding with {translator.search.describe()} {search_origin(cfg.search)}")
     first = cfg.checkpoint if isinstance(cfg.checkpoint, str) else cfg.checkpoint[0]

@@ -436,7 +436,13 @@ def main(cfg: DictConfig) -> None:
     )
     setup_cpu(int(cfg.threads))
     translator = Translator.from_checkpoint(
-        cfg.checkpoint, cfg.search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads), str(cfg.quantization)
+        cfg.checkpoint,
+        cfg.search,
+        cfg.device,
+        int(cfg.max_tokens),
+        int(cfg.inter_threads),
+        str(cfg.quantization),
+        int(cfg.processes),
     )
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     app = create_app(translator, options)

@@ -87,7 +87,13 @@ def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
     search = {**cfg.search, "need_attention": True} if cfg.attention else cfg.search
     translator = Translator.from_checkpoint(
-        cfg.checkpoint, search, cfg.device, int(cfg.max_tokens), int(cfg.inter_threads), str(cfg.quantization)
+        cfg.checkpoint,
+        search,
+        cfg.device,
+        int(cfg.max_tokens),
+        int(cfg.inter_threads),
+        str(cfg.quantization),
+        int(cfg.processes),
     )
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:

@@ -14,7 +14,9 @@ On a CPU, ``inter_threads`` > 1 decodes that many batches at once, each on an eq
 threads (CTranslate2's ``inter_threads`` / ``intra_threads``): a decoding step is many small products and
 element-wise ops whose fork-join over threads costs more than it gains, so two one-thread batches on two
 cores beat one two-thread batch (Multi30k Transformer, 2 cores: greedy +8-12%, beam 5 +18-26%; README,
-Benchmark). Outputs are the same; memory grows with the batches in flight.
+Benchmark). Outputs are the same; memory grows with the batches in flight. ``processes`` > 1 decodes that
+many batches at once in worker processes instead (``nmt.decode_workers``: threads of one process wait on
+each other for Python's interpreter lock), each with its own copy of the model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import yaml
 from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_from_checkpoint
+from nmt.decode_workers import DecodeWorkers
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
@@ -61,9 +64,12 @@ class Translator:
     inter_threads: int = 1  # batches decoded at once on a CPU, each on threads / inter_threads threads
     truncated: int = 0  # inputs cut to max_src_len so far
     quantization: str = "none"  # "int8": linear layers decode in int8 on a CPU (quantize_int8)
+    processes: int = 1  # batches decoded at once on a CPU in worker processes (nmt.decode_workers)
+    _workers: DecodeWorkers | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_inter_threads(self.inter_threads)
+        check_processes(self.processes, self.inter_threads)
 
     @classmethod
     def from_payload(
@@ -74,6 +80,7 @@ class Translator:
         max_tokens: int = 4096,
         inter_threads: int = 1,
         quantization: str = "none",
+        processes: int = 1,
     ) -> Translator:
         """A ready Translator from a checkpoint's contents (config, tokenizers, ``model`` weights).
 
@@ -92,7 +99,18 @@ class Translator:
         if quantization == "int8":
             quantize_int8(model)
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
-        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads, quantization=quantization)
+        return cls(
+            model,
+            src_tok,
+            tgt_tok,
+            settings,
+            max_tokens,
+            dev,
+            cfg,
+            inter_threads,
+            quantization=quantization,
+            processes=processes,
+        )
 
     @classmethod
     def from_checkpoint(
@@ -103,6 +121,7 @@ class Translator:
         max_tokens: int = 4096,
         inter_threads: int = 1,
         quantization: str = "none",
+        processes: int = 1,
         **search_options: Any,
     ) -> Translator:
         """Load once, ready to translate::
@@ -112,7 +131,8 @@ class Translator:
 
         ``path``: a checkpoint file, a list of them (an ensemble: the mean of their log-probabilities,
         decoded with the first one's settings), or a directory written by ``nmt-export`` (decoded by
-        CTranslate2). ``inter_threads``: batches decoded at once on a CPU (module docstring).
+        CTranslate2). ``inter_threads``: batches decoded at once on a CPU; ``processes``: the same in
+        worker processes (module docstring; call :meth:`close` to stop them).
         ``quantization``: ``int8`` decodes the linear layers in int8 on a CPU (``nmt.models.linear``; for a
         CTranslate2 directory, its ``compute_type`` int8).
         ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
@@ -127,6 +147,11 @@ class Translator:
         from nmt.ctranslate2_translator import CTranslate2Translator, is_ctranslate2_dir
 
         if len(paths) == 1 and is_ctranslate2_dir(paths[0]):
+            if processes != 1:
+                raise ConfigError(
+                    f"processes={processes}: CTranslate2 decodes batches at once in its own threads without "
+                    "Python's lock: give inter_threads instead"
+                )
             return CTranslate2Translator.from_directory(
                 paths[0], search, str(device), max_tokens, inter_threads, quantization
             )
@@ -138,7 +163,8 @@ class Translator:
                     "ensemble runs trained on the same data with the same data.tokenizer settings"
                 )
         members = [
-            cls.from_payload(payload, search, device, max_tokens, inter_threads, quantization) for payload in payloads
+            cls.from_payload(payload, search, device, max_tokens, inter_threads, quantization, processes)
+            for payload in payloads
         ]
         if len(members) == 1:
             return members[0]
@@ -154,6 +180,7 @@ class Translator:
             first.config,
             inter_threads,
             quantization=quantization,
+            processes=processes,
         )
 
     @property
@@ -190,6 +217,11 @@ class Translator:
     def _decode_batches(self, batches: list[list[list[int]]]) -> list[list[list[Hypothesis]]]:
         """:meth:`decode_batch` of each batch, in order; on a CPU up to ``inter_threads`` at once, with
         PyTorch's threads shared out among them for the call."""
+        if self.processes > 1 and self.device.type == "cpu" and len(batches) > 1:
+            if self._workers is None:
+                threads = max(1, torch.get_num_threads() // self.processes)
+                self._workers = DecodeWorkers(self.model, self.quantization, self.processes, threads, self.search)
+            return self._workers.map(self.search, batches)
         workers = min(self.inter_threads, len(batches)) if self.device.type == "cpu" else 1
         if workers == 1:
             return [self.decode_batch(b) for b in batches]
@@ -250,6 +282,12 @@ class Translator:
         """The best detokenized translation of each line, in order."""
         return [self.detokenize(h[0]) for h in self.translate_nbest(lines)]
 
+    def close(self) -> None:
+        """Stop the worker processes, if ``processes`` started any (they also stop when Python exits)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
 
 QUANTIZATIONS = ("none", "int8")
 
@@ -268,6 +306,16 @@ def check_quantization(quantization: str, device: torch.device | None = None) ->
             "checkpoint with nmt-export quantization=int8_float16 and decode that directory"
         )
     return quantization
+
+
+def check_processes(processes: int, inter_threads: int) -> None:
+    if processes < 1:
+        raise ConfigError(f"processes={processes}: give the number of worker processes decoding at once, 1 or more")
+    if processes > 1 and inter_threads > 1:
+        raise ConfigError(
+            f"processes={processes} and inter_threads={inter_threads}: batches go at once either in threads or "
+            "in processes; give one of them"
+        )
 
 
 def check_inter_threads(inter_threads: int) -> None:

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -411,22 +411,26 @@ def decoders(
     inter_threads: list[int],
     searches: list[str],
     quantization: list[str],
+    processes: Sequence[int] = (),
 ) -> dict[str, Translator | EngineProcess]:
     """Our PyTorch decoder on ``checkpoint`` with each ``quantization`` and each beam search of ``searches``
     (:data:`SEARCHES`) and, with
     ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with nmt-export),
     each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with this
     process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the
-    threads)."""
-    # label -> the decoder for a given inter_threads
-    engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
+    threads), and ours also once per ``processes`` value above 1 (batches at once in worker processes)."""
+    # label -> the decoder for a given inter_threads and processes
+    ours: dict[str, Callable[[int, int], Translator]] = {
         f"nmt PyTorch ({Path(checkpoint).name})" + ("" if q == "none" else f", {q}") + SEARCHES[name][1]: (
-            lambda n, q=q, name=name: Translator.from_checkpoint(
-                checkpoint, device=device, inter_threads=n, quantization=q, **SEARCHES[name][0]
+            lambda n, p, q=q, name=name: Translator.from_checkpoint(
+                checkpoint, device=device, inter_threads=n, quantization=q, processes=p, **SEARCHES[name][0]
             )
         )
         for q in quantization
         for name in searches
+    }
+    engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
+        label: lambda n, make=make: make(n, 1) for label, make in ours.items()
     }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
@@ -434,11 +438,13 @@ def decoders(
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)
             engines[f"CTranslate2 {quantization}"] = lambda n, d=directory: EngineProcess(d, device.type, n)
-    return {
+    found = {
         label if n == 1 else f"{label}, inter_threads {n}": make(n)
         for label, make in engines.items()
         for n in inter_threads
     }
+    found.update({f"{label}, processes {p}": make(1, p) for label, make in ours.items() for p in processes if p > 1})
+    return found
 
 
 def machine_description(device: torch.device) -> str:
@@ -530,6 +536,13 @@ def main() -> None:
         help="decode with each of these inter_threads (batches at once on the CPU, sharing its threads), e.g. 1 2",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[],
+        help="also decode with our decoder in each of these numbers of worker processes (batches at once), e.g. 2",
+    )
+    parser.add_argument(
         "--searches",
         nargs="+",
         choices=list(SEARCHES),
@@ -589,11 +602,11 @@ def main() -> None:
                 args.inter_threads,
                 args.searches,
                 args.quantization,
+                args.processes,
             )
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
             for translator in translators.values():
-                if isinstance(translator, EngineProcess):
-                    translator.close()
+                translator.close()
         for row in results["decoding"]:
             print(json.dumps(row), flush=True)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -124,9 +124,48 @@ def test_inter_threads_decode_batches_at_once_with_the_same_outputs_in_order(tin
     assert together[20][0].tokens == []
 
 
-def test_inter_threads_must_be_positive(tiny_checkpoint):
+@pytest.mark.parametrize("quantization", ["none", "int8"])
+def test_processes_decode_batches_in_workers_with_the_same_outputs_in_order(tiny_checkpoint, quantization):
+    """processes=2: two worker processes of one thread each decode the batches and give, line for line
+    and score for score, what one thread gives in this process; they decode with the Translator's current
+    search settings, are started once for all calls, and stop with close()."""
+    de, _ = read_pairs("train", 48)
+    lines = [*de[:20], "", *de[20:]]
+    options = {"beam_size": 4, "length_penalty": 0.6, "max_tokens": 96, "quantization": quantization}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = Translator.from_checkpoint(tiny_checkpoint, **options)
+        expected = alone.translate_nbest(lines)
+        alone.search = dataclasses.replace(alone.search, beam_size=1)
+        expected_greedy = alone.translate_nbest(lines)
+        torch.set_num_threads(2)
+        workers = Translator.from_checkpoint(tiny_checkpoint, processes=2, **options)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(workers, "decode_batch", None)  # nothing decodes in this process
+            together = workers.translate_nbest(lines)
+            pool = workers._workers
+            workers.search = dataclasses.replace(workers.search, beam_size=1)
+            greedy = workers.translate_nbest(lines)
+            assert workers._workers is pool and pool is not None
+        processes = list(pool._pool._processes.values())
+        workers.close()
+        assert workers._workers is None and len(processes) == 2 and not any(p.is_alive() for p in processes)
+    finally:
+        torch.set_num_threads(threads)
+    for got, want in ((together, expected), (greedy, expected_greedy)):
+        assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
+        assert [h[0].score for h in got] == [h[0].score for h in want]
+    assert together[20][0].tokens == []
+
+
+def test_inter_threads_and_processes_must_be_positive_and_not_both(tiny_checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="inter_threads=0: give the number of batches decoded at once"):
         Translator.from_checkpoint(tiny_checkpoint, inter_threads=0)
+    with pytest.raises(ConfigError, match="processes=0: give the number of worker processes"):
+        Translator.from_checkpoint(tiny_checkpoint, processes=0)
+    with pytest.raises(ConfigError, match="processes=2 and inter_threads=2: .* give one of them"):
+        Translator.from_checkpoint(tiny_checkpoint, processes=2, inter_threads=2)
 
 
 @pytest.mark.skipif(not linear_module.ONEDNN, reason="oneDNN's packed linear kernel is used on x86 CPUs only")
