@@ -3,8 +3,8 @@
 Why processes and not only threads (``inter_threads``): a decoding step is hundreds of small PyTorch ops,
 and each call holds Python's interpreter lock while its arguments are parsed and its result wrapped, so
 two decoding threads of one process wait on each other for it. Multi30k Transformer, 1000 test2016
-sentences, 2-core Intel Xeon (AVX512), one thread per batch, int8: two threads of one process 565 / 166
-sent/s (greedy / beam 5), two processes 730 / 239 (README, Benchmark). Outputs are the same.
+sentences, 2-core Intel Xeon (AVX512), one thread per batch, int8: two threads of one process 584 / 171
+sent/s (greedy / beam 5), two processes 729 / 258 (README, Benchmark). Outputs are the same.
 
 Workers start with ``spawn`` (forking a process whose OpenMP and oneDNN thread pools have run is not
 safe), receive the model by pickling when the pool starts, and decode one short sentence before their

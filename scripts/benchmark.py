@@ -336,9 +336,12 @@ def decode_round(translator: Translator, sources: list[str], beam: int, alpha: f
 
 
 def _serve_engine(conn, path: str, device: str, inter_threads: int, threads: int) -> None:
-    """Child process of :class:`EngineProcess`: build the decoder, then answer decode_round requests."""
+    """Child process of :class:`EngineProcess`: build the decoder, then answer decode_round requests.
+    Its search settings name the rules CTranslate2 follows (else it warns, every round, that they differ)."""
     torch.set_num_threads(threads)
-    translator = Translator.from_checkpoint(path, device=device, inter_threads=inter_threads)
+    translator = Translator.from_checkpoint(
+        path, device=device, inter_threads=inter_threads, **SEARCHES["ctranslate2"][0]
+    )
     conn.send("ready")
     while (request := conn.recv()) is not None:
         conn.send(decode_round(translator, *request))
