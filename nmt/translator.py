@@ -132,7 +132,8 @@ class Translator:
         ``path``: a checkpoint file, a list of them (an ensemble: the mean of their log-probabilities,
         decoded with the first one's settings), or a directory written by ``nmt-export`` (decoded by
         CTranslate2). ``inter_threads``: batches decoded at once on a CPU; ``processes``: the same in
-        worker processes (module docstring; call :meth:`close` to stop them).
+        worker processes (module docstring; call :meth:`close` to stop them; they are spawned, so a
+        script that uses them runs under ``if __name__ == "__main__":``).
         ``quantization``: ``int8`` decodes the linear layers in int8 on a CPU (``nmt.models.linear``; for a
         CTranslate2 directory, its ``compute_type`` int8).
         ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
