@@ -22,7 +22,7 @@ from nmt.errors import ConfigError
 from nmt.paths import CONFIG_DIR
 from nmt.run_config import data_config_for
 from nmt.scoring import evaluate_set, print_score
-from nmt.translator import Translator, search_origin
+from nmt.translator import Translator, search_origin, translator_from_cfg
 
 
 def eval_sets(cfg: DictConfig, translator: Translator) -> list[EvalSet]:
@@ -40,15 +40,7 @@ def eval_sets(cfg: DictConfig, translator: Translator) -> list[EvalSet]:
 @report_user_errors("nmt-evaluate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
-    translator = Translator.from_checkpoint(
-        cfg.checkpoint,
-        cfg.search,
-        cfg.device,
-        int(cfg.max_tokens),
-        int(cfg.inter_threads),
-        str(cfg.quantization),
-        int(cfg.processes),
-    )
+    translator = translator_from_cfg(cfg)
     print(f"decoding with {translator.search.describe()} {search_origin(cfg.search)}")
     first = cfg.checkpoint if isinstance(cfg.checkpoint, str) else cfg.checkpoint[0]
     out_dir = Path(cfg.output_dir) if cfg.output_dir else Path(first).parent / "eval"

@@ -45,7 +45,7 @@ from nmt.cli import report_user_errors, setup_cpu
 from nmt.errors import ConfigError
 from nmt.paths import CONFIG_DIR
 from nmt.search import Hypothesis, SearchConfig
-from nmt.translator import Translator, search_origin
+from nmt.translator import Translator, search_origin, translator_from_cfg
 
 log = logging.getLogger(__name__)
 
@@ -435,15 +435,7 @@ def main(cfg: DictConfig) -> None:
         max_queue=cfg.max_queue,
     )
     setup_cpu(int(cfg.threads))
-    translator = Translator.from_checkpoint(
-        cfg.checkpoint,
-        cfg.search,
-        cfg.device,
-        int(cfg.max_tokens),
-        int(cfg.inter_threads),
-        str(cfg.quantization),
-        int(cfg.processes),
-    )
+    translator = translator_from_cfg(cfg)
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     app = create_app(translator, options)
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log))

@@ -27,7 +27,7 @@ from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.corpus import BOM
 from nmt.errors import DataError
 from nmt.paths import CONFIG_DIR
-from nmt.translator import Translator, search_origin
+from nmt.translator import Translator, search_origin, translator_from_cfg
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,7 @@ def translate_stream(
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
     search = {**cfg.search, "need_attention": True} if cfg.attention else cfg.search
-    translator = Translator.from_checkpoint(
-        cfg.checkpoint,
-        search,
-        cfg.device,
-        int(cfg.max_tokens),
-        int(cfg.inter_threads),
-        str(cfg.quantization),
-        int(cfg.processes),
-    )
+    translator = translator_from_cfg(cfg, search)
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
     with ExitStack() as stack:
         if cfg.input == "-":

@@ -309,6 +309,20 @@ def check_quantization(quantization: str, device: torch.device | None = None) ->
     return quantization
 
 
+def translator_from_cfg(cfg: Mapping[str, Any], search: Mapping[str, Any] | None = None) -> Translator:
+    """The Translator that a command's config asks for: ``checkpoint``, ``search`` (or the ``search``
+    given) and the options of configs/decoding.yaml (nmt-evaluate, nmt-translate, nmt-serve)."""
+    return Translator.from_checkpoint(
+        cfg["checkpoint"],
+        cfg["search"] if search is None else search,
+        cfg["device"],
+        int(cfg["max_tokens"]),
+        int(cfg["inter_threads"]),
+        str(cfg["quantization"]),
+        int(cfg["processes"]),
+    )
+
+
 def check_processes(processes: int, inter_threads: int) -> None:
     if processes < 1:
         raise ConfigError(f"processes={processes}: give the number of worker processes decoding at once, 1 or more")
