@@ -216,8 +216,8 @@ class Translator:
         return results
 
     def _decode_batches(self, batches: list[list[list[int]]]) -> list[list[list[Hypothesis]]]:
-        """:meth:`decode_batch` of each batch, in order; on a CPU up to ``inter_threads`` at once, with
-        PyTorch's threads shared out among them for the call."""
+        """:meth:`decode_batch` of each batch, in order; on a CPU up to ``processes`` at once in worker
+        processes, or up to ``inter_threads`` at once in threads, PyTorch's threads shared out among them."""
         if self.processes > 1 and self.device.type == "cpu" and len(batches) > 1:
             if self._workers is None:
                 threads = max(1, torch.get_num_threads() // self.processes)

@@ -124,6 +124,8 @@ def test_int8_on_a_gpu_is_ctranslate2s_to_run(tiny_checkpoint, tmp_path, monkeyp
     assert loaded.device.type == "cuda" and asked["device"] == "cuda" and asked["compute_type"] == "int8"
     with pytest.raises(ConfigError, match="quantization=int8 decodes on a CPU"):
         Translator.from_checkpoint(tiny_checkpoint, quantization="int8", device="cuda")
+    with pytest.raises(ConfigError, match="processes=2: CTranslate2 decodes batches at once in its own threads"):
+        Translator.from_checkpoint(directory, processes=2)
 
 
 @pytest.mark.parametrize(
