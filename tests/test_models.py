@@ -254,10 +254,9 @@ def test_int8_products_are_exact_at_seven_bit_weights():
             exact = a.long() @ b.long()
             assert torch.equal(torch._int_mm(a, b).long(), exact)
             if linear_module.ONEDNN_INT8:
-                packed = torch.ops.onednn.qlinear_prepack(b.t().contiguous(), None)
-                ones, zeros = torch.ones(cols), torch.zeros(cols, dtype=torch.long)
+                packed, zeros = linear_module._pack_int8(b)
                 product = torch.ops.onednn.qlinear_pointwise(
-                    a, 1.0, 0, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], ""
+                    a, 1.0, 0, packed, torch.ones(cols), zeros, None, 1.0, 0, torch.float32, "none", [], ""
                 )
                 assert torch.equal(product.long(), exact)
 

@@ -159,7 +159,7 @@ def test_processes_decode_batches_in_workers_with_the_same_outputs_in_order(tiny
     assert together[20][0].tokens == []
 
 
-def test_inter_threads_and_processes_must_be_positive_and_not_both(tiny_checkpoint, tmp_path):
+def test_inter_threads_and_processes_must_be_positive_and_not_both(tiny_checkpoint):
     with pytest.raises(ConfigError, match="inter_threads=0: give the number of batches decoded at once"):
         Translator.from_checkpoint(tiny_checkpoint, inter_threads=0)
     with pytest.raises(ConfigError, match="processes=0: give the number of worker processes"):
