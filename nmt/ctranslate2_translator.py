@@ -74,7 +74,6 @@ class CTranslate2Translator(Translator):
         shared = not target.is_file()
         tgt_tok = src_tok.for_language(tgt_lang) if shared else SubwordTokenizer(target.read_bytes(), tgt_lang)
         ct2_device = "cuda" if device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        dev = torch.device(ct2_device)
         check_inter_threads(inter_threads)
         compute_type = "int8" if check_quantization(quantization) == "int8" else "default"
         # As for PyTorch decoding: inter_threads batches at once (one engine replica each), sharing the threads.
@@ -99,6 +98,7 @@ class CTranslate2Translator(Translator):
                 settings.beam_size,
                 settings.stopping,
             )
+        dev = torch.device(ct2_device)
         return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads, quantization=quantization)
 
     @property
