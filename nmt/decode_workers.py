@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from nmt.cli import setup_cpu
 from nmt.data.batching import collate
 from nmt.data.tokenizer import UNK_ID
 from nmt.models import Seq2SeqModel
@@ -30,9 +31,10 @@ _model: Seq2SeqModel | None = None  # the worker's copy (set in each worker proc
 
 
 def _start(model: Seq2SeqModel, quantization: str, threads: int, search: SearchConfig) -> None:
-    """Each worker once: its thread count, the model in eval mode with its weights kept packed, a warm-up."""
+    """Each worker once: its thread count and allocator (a spawned process starts with glibc's defaults),
+    the model in eval mode with its weights kept packed, a warm-up."""
     global _model
-    torch.set_num_threads(threads)
+    setup_cpu(threads)
     model.eval()
     keep_packed(model)
     if quantization == "int8":

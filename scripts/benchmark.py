@@ -337,8 +337,9 @@ def decode_round(translator: Translator, sources: list[str], beam: int, alpha: f
 
 def _serve_engine(conn, path: str, device: str, inter_threads: int, threads: int) -> None:
     """Child process of :class:`EngineProcess`: build the decoder, then answer decode_round requests.
-    Its search settings name the rules CTranslate2 follows (else it warns, every round, that they differ)."""
-    torch.set_num_threads(threads)
+    Its search settings name the rules CTranslate2 follows (else it warns, every round, that they differ);
+    its threads and allocator are set as in this process and in our decoding workers."""
+    setup_cpu(threads)
     translator = Translator.from_checkpoint(
         path, device=device, inter_threads=inter_threads, **SEARCHES["ctranslate2"][0]
     )
