@@ -18,6 +18,7 @@ from nmt.models import linear as linear_module
 from nmt.models.attention import AdditiveAttention, LuongAttention
 from nmt.models.linear import Linear, fixed_weights
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_gru, run_packed
+from nmt.models.transformer import LayerCache
 
 torch.manual_seed(0)
 
@@ -327,7 +328,10 @@ def test_gru_decoder_is_the_papers_recurrence_with_nn_grucell(name):
 
 
 def _leaves(obj: object, path: str = "") -> list[tuple[str, object]]:
-    """Every tensor or plain value inside a memory / state, by its path through dataclasses, lists and tuples."""
+    """Every tensor or plain value inside a memory / state, by its path through dataclasses, lists and tuples;
+    a self-attention cache with a deferred reorder as the rows it stands for."""
+    if isinstance(obj, LayerCache) and obj.rows is not None:
+        obj = LayerCache(*(x.index_select(0, obj.rows) for x in (obj.k, obj.v)))
     if dataclasses.is_dataclass(obj):
         return [leaf for f in dataclasses.fields(obj) for leaf in _leaves(getattr(obj, f.name), f"{path}.{f.name}")]
     if isinstance(obj, list | tuple):
@@ -359,6 +363,31 @@ def test_select_rows_reorders_every_tensor_of_memory_and_state(name):
     assert any(isinstance(v, torch.Tensor) for _, v in _leaves(state))
     if name.startswith(("transformer", "luong")):
         assert select_rows(state, index).step == state.step == 2
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@torch.no_grad()  # as in search: the Transformer cache's one-copy extension is for inference
+def test_the_step_after_select_rows_is_the_reordered_step(name):
+    """Beam search reorders the state, then decodes the next token from it: the result must be the
+    original rows' next step, reordered, also after two selections in a row (greedy search drops rows
+    between steps, beam search reorders at every step; the Transformer's cache defers both to its next
+    step, which copies the selected rows straight into the extended cache)."""
+    model = build_model(TINY[name], 40, 40, shared_vocab=True).eval()
+    src, lengths = _batch()
+    memory = model.encode(src, lengths)
+    state = model.init_state(memory)
+    for t in range(3):
+        _, state, _ = model.decode(torch.full((3, 1), 5 + t), memory, state)
+    first, then = torch.tensor([2, 0, 1, 2]), torch.tensor([3, 1, 1, 0, 2])  # together: rows 2, 0, 0, 2, 1
+    index = first[then]
+    step = torch.tensor([[7], [8], [9]])
+    logits, after, _ = model.decode(step, memory, state)
+    picked = select_rows(select_rows(state, first), then)
+    logits_picked, after_picked, _ = model.decode(step[index], select_rows(memory, index), picked)
+    torch.testing.assert_close(logits_picked, logits[index])
+    logits, _, _ = model.decode(step + 1, memory, after)
+    logits_picked, _, _ = model.decode(step[index] + 1, select_rows(memory, index), after_picked)
+    torch.testing.assert_close(logits_picked, logits[index])
 
 
 def test_model_dim_must_be_set():

@@ -46,7 +46,9 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 def select_rows(obj: Any, index: Tensor) -> Any:
     """Index dimension 0 of every tensor inside a (nested) memory/state structure; other values stay as
-    they are. A dataclass is rebuilt through its constructor (every field must be an ``__init__`` argument)."""
+    they are. A dataclass is rebuilt through its constructor (every field must be an ``__init__`` argument),
+    unless it has a ``select_rows(index)`` method of its own (the Transformer's self-attention cache, which
+    defers the copy to its next extension)."""
     if obj is None:
         return None
     if isinstance(obj, Tensor):
@@ -56,6 +58,8 @@ def select_rows(obj: Any, index: Tensor) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(select_rows(v, index) for v in obj)
     if dataclasses.is_dataclass(obj):
+        if hasattr(obj, "select_rows"):
+            return obj.select_rows(index)
         return type(obj)(**{name: select_rows(getattr(obj, name), index) for name in _field_names(type(obj))})
     return obj
 
