@@ -32,15 +32,7 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[...
 
 
 def setup_cpu(threads: int) -> None:
-    """Use ``threads`` intra-op CPU threads (0 keeps PyTorch's default of one per core) and keep freed memory
-    (:func:`keep_freed_memory`)."""
-    if threads and threads > 0:
-        torch.set_num_threads(int(threads))
-    keep_freed_memory()
-
-
-def keep_freed_memory() -> None:
-    """Tell glibc to serve large allocations from the heap and keep freed memory, in this process.
+    """Use ``threads`` intra-op CPU threads (0 keeps PyTorch's default of one per core) and keep freed memory.
 
     glibc serves every allocation above 32 MB (a batch's logits are ~200 MB) with a fresh ``mmap`` and
     unmaps it when freed, so each training step page-faults and zero-fills its largest tensors again.
@@ -50,6 +42,8 @@ def keep_freed_memory() -> None:
     process RSS measured +0.0 to +0.4 GiB while training). A spawned process (``processes``' decoding
     workers) starts with glibc's defaults, so it calls this itself.
     """
+    if threads and threads > 0:
+        torch.set_num_threads(int(threads))
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6")
