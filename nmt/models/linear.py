@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from nmt.models import int8_kernels
+
 # oneDNN's prepacked linear kernel (measured on x86 CPUs only; ARM builds route oneDNN through other kernels)
 ONEDNN = (
     torch.backends.mkldnn.is_available()
@@ -137,21 +139,15 @@ def _int8_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> 
     which kernel its batch took. The input's scale is per row, which oneDNN's kernel does not take.
     """
     w8, w_scale = _cached(_INT8, weight, _quantize_rows)  # (in, out), (out,)
-    rows = x.reshape(-1, x.size(-1))  # (N, in)
-    x_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny).div_(127)  # (N, 1)
-    x8 = rows.div(x_scale).round_().to(torch.int8)
-    if ONEDNN_INT8 and rows.size(0) * w8.size(1) >= FUSED_INT8_OUTPUTS:
+    x8, x_scale = int8_kernels.quantize_rows(x.reshape(-1, x.size(-1)))  # (N, in), (N, 1)
+    if ONEDNN_INT8 and x8.size(0) * w8.size(1) >= FUSED_INT8_OUTPUTS:
         packed, zero_points = _cached(_INT8_PACKED, weight, lambda _: _pack_int8(w8))
         y = torch.ops.onednn.qlinear_pointwise(
             x8, 1.0, 0, packed, w_scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
         )  # (N, out): the int32 products times the weight scales
+        y = int8_kernels.rescale_rows(y, x_scale, bias, relu)
     else:
-        y = torch._int_mm(x8, w8).float().mul_(w_scale)
-    y.mul_(x_scale)
-    if bias is not None:
-        y.add_(bias)
-    if relu:
-        y.relu_()
+        y = int8_kernels.rescale_int32(torch._int_mm(x8, w8), w_scale, x_scale, bias, relu)
     return y.view(*x.shape[:-1], y.size(-1))
 
 
