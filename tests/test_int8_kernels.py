@@ -46,6 +46,7 @@ def test_the_c_kernels_give_the_eager_results_bit_for_bit(monkeypatch):
         results = []
         for x, acc, w_scale, x_scale, bias, y in cases:
             results += int8_kernels.quantize_rows(x)
+            results += int8_kernels.quantize_rows(x, linear_module.WEIGHT_LEVELS)  # as weights are
             for b in (bias, None):
                 for relu in (False, True):
                     results.append(int8_kernels.rescale_int32(acc, w_scale, x_scale, b, relu))
@@ -60,7 +61,7 @@ def test_the_c_kernels_give_the_eager_results_bit_for_bit(monkeypatch):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
     q, scale = eager[0:2]
     assert q.dtype == torch.int8 and scale.shape == (1, 1)
-    halves_q = eager[5 * 10]  # the sixth input's quantized rows (10 results per input)
+    halves_q = eager[5 * 12]  # the sixth input's quantized rows (12 results per input)
     assert halves_q[0, :4].tolist() == [-126, -126, -124, -124]  # -126.5, -125.5, -124.5, -123.5
 
 

@@ -18,8 +18,9 @@
  * as torch.round does (and, unlike nearbyintf, it vectorizes without SSE4.1). */
 #define ROUNDER 12582912.0f
 
-/* x (n, k) -> q (n, k) = round(x / scale), scale (n) = max(max |x_i|, FLT_MIN) / 127. */
-NMT_CLONES void nmt_quantize_rows(const float *x, int64_t n, int64_t k, int8_t *q, float *scale) {
+/* x (n, k) -> q (n, k) = round(x / scale), scale (n) = max(max |x_i|, FLT_MIN) / levels (levels <= 127). */
+NMT_CLONES void nmt_quantize_rows(const float *x, int64_t n, int64_t k, float levels, int8_t *q,
+                                  float *scale) {
     for (int64_t i = 0; i < n; i++) {
         const float *row = x + i * k;
         int32_t top = 0; /* |x| ordered as its bit pattern: an integer maximum, which vectorizes */
@@ -31,7 +32,7 @@ NMT_CLONES void nmt_quantize_rows(const float *x, int64_t n, int64_t k, int8_t *
         }
         float peak;
         memcpy(&peak, &top, sizeof peak);
-        const float s = (peak > FLT_MIN ? peak : FLT_MIN) / 127.0f;
+        const float s = (peak > FLT_MIN ? peak : FLT_MIN) / levels;
         scale[i] = s;
         int8_t *out = q + i * k;
         for (int64_t j = 0; j < k; j++) {

@@ -53,10 +53,11 @@ def _build(cc: str) -> Path:
 
 def library() -> ctypes.CDLL | None:
     """The C kernels, or None where they cannot be built (the eager operations are used then)."""
-    with _lock:
-        if not _loaded:
-            _loaded.append(_load())
-        return _loaded[0]
+    if not _loaded:  # every product asks: the lock only guards the first load
+        with _lock:
+            if not _loaded:
+                _loaded.append(_load())
+    return _loaded[0]
 
 
 def _load() -> ctypes.CDLL | None:
@@ -78,7 +79,7 @@ def _load() -> ctypes.CDLL | None:
         )
         return None
     p, n = ctypes.c_void_p, ctypes.c_int64
-    lib.nmt_quantize_rows.argtypes = [p, n, n, p, p]
+    lib.nmt_quantize_rows.argtypes = [p, n, n, ctypes.c_float, p, p]
     lib.nmt_rescale_int32.argtypes = [p, n, n, p, p, p, ctypes.c_int, p]
     lib.nmt_rescale_rows.argtypes = [p, n, n, p, p, ctypes.c_int]
     for function in (lib.nmt_quantize_rows, lib.nmt_rescale_int32, lib.nmt_rescale_rows):
@@ -90,16 +91,17 @@ def _pointer(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """x: (N, in) fp32. Returns (N, in) int8 round(x / scale) and the (N, 1) scales max|row| / 127."""
+def quantize_rows(x: Tensor, levels: int = 127) -> tuple[Tensor, Tensor]:
+    """x: (N, in) fp32 (a product's input, or a weight). Returns (N, in) int8 round(x / scale) and the
+    (N, 1) scales max|row| / levels (levels <= 127)."""
     lib = library()
     if lib is None:
-        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY).div_(127)
+        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=_TINY).div_(levels)
         return x.div(scale).round_().to(torch.int8), scale
     x = x.contiguous()
     q = torch.empty(x.shape, dtype=torch.int8)
     scale = torch.empty(x.size(0), 1)
-    lib.nmt_quantize_rows(x.data_ptr(), x.size(0), x.size(1), q.data_ptr(), scale.data_ptr())
+    lib.nmt_quantize_rows(x.data_ptr(), x.size(0), x.size(1), levels, q.data_ptr(), scale.data_ptr())
     return q, scale
 
 

@@ -124,10 +124,10 @@ def quantize_int8(model: nn.Module) -> None:
             _INT8[weight] = _INT8.get(weight)
 
 
-def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+def _quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
     """``weight`` (out, in) as 7-bit integers in int8 (in, out) and its (out,) fp32 scales."""
-    scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / WEIGHT_LEVELS
-    return torch.round(weight / scale[:, None]).to(torch.int8).t().contiguous(), scale
+    w8, scale = int8_kernels.quantize_rows(weight, WEIGHT_LEVELS)
+    return w8.t().contiguous(), scale.view(-1)
 
 
 def _int8_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> Tensor:
@@ -138,7 +138,7 @@ def _int8_linear(x: Tensor, weight: Tensor, bias: Tensor | None, relu: bool) -> 
     Both give the same exact integers, scaled in the same order, so a row's result does not depend on
     which kernel its batch took. The input's scale is per row, which oneDNN's kernel does not take.
     """
-    w8, w_scale = _cached(_INT8, weight, _quantize_rows)  # (in, out), (out,)
+    w8, w_scale = _cached(_INT8, weight, _quantize_weight)  # (in, out), (out,)
     x8, x_scale = int8_kernels.quantize_rows(x.reshape(-1, x.size(-1)))  # (N, in), (N, 1)
     if ONEDNN_INT8 and x8.size(0) * w8.size(1) >= FUSED_INT8_OUTPUTS:
         packed, zero_points = _cached(_INT8_PACKED, weight, lambda _: _pack_int8(w8))
