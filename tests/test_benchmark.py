@@ -74,8 +74,10 @@ def test_benchmark_reports_median_and_range_per_cpu_kind(tmp_path):
         low, high = row["tgt_tok_s_range"]
         assert 0 < low <= row["tgt_tok_s"] <= high
         assert 0 < row["mfu_pct_range"][0] <= row["mfu_pct"] <= row["mfu_pct_range"][1] < 100
+        # a profiled round finds the products (their names are the profiler's) and bounds MFU from above
+        assert 20 < row["flop_kernels_pct"] <= 100 and row["mfu_pct"] <= row["mfu_bound_pct"]
         assert kind["matmul_dtype"] == "float32" and kind["matmul_gflop_s"] > 0
-    assert "MFU % (range)" in done.stdout
+    assert "MFU % (range)" in done.stdout and "MFU % if only those ran" in done.stdout
 
 
 def test_benchmark_trains_under_bf16_autocast_against_a_bf16_roofline(tmp_path):
