@@ -38,6 +38,8 @@ def test_the_c_kernels_give_the_eager_results_bit_for_bit(monkeypatch):
     for x in _inputs():
         out = 48 if x.size(1) > 1 else 3
         acc = torch.randint(-(1 << 30), 1 << 30, (x.size(0), out), dtype=torch.int32)  # beyond 2^24: rounding
+        if x.size(0) == 37:
+            acc = acc.t().contiguous().t()  # the same values in column-major memory
         w_scale, x_scale, bias = torch.rand(out) * 1e-3, torch.rand(x.size(0), 1) * 1e-2, torch.randn(out)
         y = torch.randn(x.size(0), out) * 50
         cases.append((x, acc, w_scale, x_scale, bias, y))

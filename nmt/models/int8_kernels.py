@@ -111,6 +111,7 @@ def rescale_int32(acc: Tensor, w_scale: Tensor, x_scale: Tensor, bias: Tensor | 
     lib = library()
     if lib is None:
         return _finish(acc.float().mul_(w_scale), x_scale, bias, relu)
+    acc = acc.contiguous()  # the C loop walks rows by pointer (torch._int_mm's output already is)
     y = torch.empty(acc.shape)
     lib.nmt_rescale_int32(
         acc.data_ptr(),
