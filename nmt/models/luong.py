@@ -22,7 +22,7 @@ from nmt.errors import ConfigError
 from nmt.models import register_model
 from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
-from nmt.models.initialization import initialize, luong_init
+from nmt.models.initialization import initialize, luong_init, uniform_weights_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
 from nmt.models.linear import Linear
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
@@ -47,7 +47,9 @@ class LuongConfig:
     reverse_source: bool
     input_feed: bool
     attention: LuongAttentionConfig
-    init: str  # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | pytorch: PyTorch's defaults
+    # paper: every parameter uniform in [-0.1, 0.1] (Sec. 4.1) | uniform_weights: the same but for the
+    # embeddings, which keep N(0, 1) | pytorch: PyTorch's defaults
+    init: str
     # unidirectional (the paper) | bidirectional (OpenNMT's brnn, beyond the paper); the default is for
     # checkpoints written before the option existed
     encoder: str = "unidirectional"
@@ -121,7 +123,7 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
         # Only built when used: a parameter that never gets a gradient stops DDP at its second step.
         self.W_c = Linear(2 * h, h, bias=False) if self.attention is not None else None
         self.W_s = Linear(h, tgt_vocab_size)
-        initialize(self, cfg.init, luong_init)
+        initialize(self, cfg.init, {"paper": luong_init, "uniform_weights": uniform_weights_init})
 
     @property
     def model_dim(self) -> int:

@@ -188,7 +188,7 @@ class RNNSearch(GRUDecoderModel[RNNSearchMemory]):
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
         self.W_s = Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
-        initialize(self, cfg.init, bahdanau_init)
+        initialize(self, cfg.init, {"paper": bahdanau_init})
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNSearchMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
@@ -217,7 +217,7 @@ class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
         self.V = Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.V_init = Linear(cfg.hidden_dim, cfg.hidden_dim)
-        initialize(self, cfg.init, bahdanau_init)
+        initialize(self, cfg.init, {"paper": bahdanau_init})
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNEncDecMemory:
         emb = dropout(self.src_embed(src), self.cfg.dropout, self.training)
