@@ -1,12 +1,14 @@
-"""``nmt-compare``: train every model of a comparison, then write one report that compares them.
+"""``nmt-compare``: train every run of a comparison with every seed, then report them side by side.
 
-    nmt-compare experiment=compare_multi30k
+    nmt-compare experiment=bahdanau2014_table1 compare.jobs=2
 
-A comparison (``configs/experiment/compare_*.yaml``) lists named runs, each a set of ``nmt-train``
-overrides on top of overrides shared by all of them. Every run is an ordinary ``nmt-train`` run in
-``<sweep_dir>/<name>``, trained in its own process; a run that already finished under the same config
-is reused, an interrupted one is resumed. Then each run's checkpoint decodes the same test split and
-:mod:`nmt.report` writes the tables, significance tests and plots to ``report_dir``.
+A comparison (``configs/experiment/*.yaml``) lists named runs, each a set of ``nmt-train`` overrides on
+top of overrides shared by all of them, and the seeds every run is trained with. Each (run, seed) is an
+ordinary ``nmt-train`` run in ``<sweep_dir>/<run>/seed<k>``, trained in its own process. As each one
+finishes, what the report needs from it is kept in the repository (:mod:`nmt.kept_rows`, under
+``<report_dir>/rows``); a kept row whose settings match is reused and never trained again, so a table
+can be completed over many sittings, and ``compare.train=false`` reports what is kept, listing the
+pending rows. :mod:`nmt.report` writes the tables, the claims' verdicts and the plots to ``report_dir``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.checkpoint import evaluation_checkpoint, latest_checkpoint
 from nmt.claims import EXPECTED_DROP
 from nmt.cli import report_user_errors, setup_cpu
-from nmt.data.prepare import load_eval_set, prepare_training_data
+from nmt.data.corpus import load_split
+from nmt.data.prepare import prepare_training_data
 from nmt.errors import ConfigError, NmtError
+from nmt.kept_rows import ROW_FILE, KeptRow, fingerprint, keep_row, load_row, row_folder
 from nmt.paths import CONFIG_DIR
 from nmt.plots import AttentionExample
-from nmt.report import DecodedRun, run_overrides, write_report
+from nmt.report import Row, TestSet, write_report
 from nmt.run_config import computed_settings
 from nmt.translator import Translator
 
@@ -42,11 +48,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSpec:
-    """One run of the comparison: its name, the full ``nmt-train`` overrides and the composed config."""
+    """One seed of one run of the comparison: the full ``nmt-train`` overrides and the composed config."""
 
-    name: str
+    run: str
+    seed: int
     overrides: list[str]
     cfg: DictConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.run}/seed{self.seed}"
 
     @property
     def run_dir(self) -> Path:
@@ -69,20 +80,25 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
                 f"compare.{option} names {', '.join(unknown)}, not among compare.runs: {', '.join(c.runs)}"
             )
     check_length_claims(c)
+    seeds = [int(k) for k in c.seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"compare.seeds={list(c.seeds)}: give distinct seeds, e.g. [1, 2, 3]")
     specs = []
-    for name, own in run_overrides(c).items():
-        overrides = [
-            *c.common,
-            *own,
-            *c.extra,
-            f"name={c.name}_{name}",
-            f"run_dir={Path(c.sweep_dir) / name}",
-        ]
-        try:
-            run_cfg = hydra.compose("train", overrides=overrides)
-        except Exception as e:  # Hydra's own message names the bad override
-            raise ConfigError(f"compare.runs.{name}: {e}") from e
-        specs.append(RunSpec(name, overrides, run_cfg))
+    for name, own in c.runs.items():
+        for seed in seeds:
+            overrides = [
+                *c.common,
+                *own,
+                *c.extra,
+                f"trainer.seed={seed}",
+                f"name={c.name}_{name}_seed{seed}",
+                f"run_dir={Path(c.sweep_dir) / name / f'seed{seed}'}",
+            ]
+            try:
+                run_cfg = hydra.compose("train", overrides=overrides)
+            except Exception as e:  # Hydra's own message names the bad override
+                raise ConfigError(f"compare.runs.{name}: {e}") from e
+            specs.append(RunSpec(str(name), seed, overrides, run_cfg))
     return specs
 
 
@@ -105,14 +121,21 @@ def check_length_claims(c: DictConfig) -> None:
 
 
 def is_finished(spec: RunSpec) -> bool:
-    """True if the run directory holds a finished run (results.json) of exactly this config."""
-    if not (spec.run_dir / "results.json").is_file():
+    """True if the run directory holds a finished run of exactly this config (results.json), whose test
+    translations were decoded with this config's search and evaluation settings, every test split."""
+    results_file = spec.run_dir / "results.json"
+    if not results_file.is_file():
         return False
     found = latest_checkpoint(spec.run_dir)
     if found is None:
         return False
     saved = yaml.safe_load(found[1]["config"])
-    return computed_settings(saved) == computed_settings(OmegaConf.to_container(spec.cfg, resolve=True))
+    settings = OmegaConf.to_container(spec.cfg, resolve=True)
+    if computed_settings(saved) != computed_settings(settings):
+        return False
+    results = json.loads(results_file.read_text())
+    decoded = all(results.get(k) == settings[k] for k in ("search", "eval"))
+    return decoded and all(split in results.get("test", {}) for split in spec.cfg.data.test_splits)
 
 
 @dataclass
@@ -139,7 +162,7 @@ def start_child(spec: RunSpec, jobs: int, threads: int) -> Child:
     return Child(spec, process, log_file, threads)
 
 
-def train_runs(specs: list[RunSpec], jobs: int) -> None:
+def train_runs(specs: list[RunSpec], jobs: int, on_finish: Callable[[RunSpec], None] = lambda spec: None) -> None:
     """Train (or resume) each run with ``nmt-train`` in its own child process, ``jobs`` of them at a time.
 
     With ``jobs > 1`` each child gets ``cores // jobs`` threads and writes its console to
@@ -149,7 +172,7 @@ def train_runs(specs: list[RunSpec], jobs: int) -> None:
     side by side). A run left training alone (nothing else running or waiting) would leave cores idle, so it
     is stopped with SIGTERM, which saves a checkpoint at the current step, and resumed with every core: the
     odd last run of a table trains about twice as fast. A failed run starts no new ones; those already
-    training finish, then the error names it.
+    training finish, then the error names it. ``on_finish`` is called with each run that finished.
     """
     if jobs > 1:
         prepared: set[str] = set()
@@ -172,6 +195,7 @@ def train_runs(specs: list[RunSpec], jobs: int) -> None:
             del running[name]
             if child.process.returncode == 0:
                 print(f"[{name}] finished", flush=True)
+                on_finish(child.spec)
             elif child.moving:
                 print(f"[{name}] resuming alone with {cores} threads", flush=True)
                 running[name] = start_child(child.spec, jobs, cores)
@@ -200,69 +224,109 @@ def heatmap_rows(sources: list[str], count: int, max_words: int) -> list[int]:
     return [i for i, s in enumerate(sources) if 5 <= len(s.split()) <= max_words][:count]
 
 
-def saved_hypotheses(spec: RunSpec, split: str, sentences: int) -> list[str] | None:
-    """The run's own translations of ``split`` (``eval/<split>.hyp``, written by ``nmt-train`` after training)
-    if they were decoded with this comparison's search and eval settings, one per sentence; else None."""
-    hyp_file = spec.run_dir / "eval" / f"{split}.hyp"
-    if not hyp_file.is_file():
-        return None
-    results = json.loads((spec.run_dir / "results.json").read_text())
-    settings = OmegaConf.to_container(spec.cfg, resolve=True)
-    if split not in results.get("test", {}) or any(results.get(k) != settings[k] for k in ("search", "eval")):
-        return None
-    hyps = hyp_file.read_text(encoding="utf-8").split("\n")[:-1]
-    return hyps if len(hyps) == sentences else None
-
-
-def decode_run(spec: RunSpec, split: str, device: str, c: DictConfig) -> DecodedRun:
-    """Translate ``split`` with the run's model and search settings (or reuse the run's own translations
-    of it, decoded with the same settings at the end of training); attention for a few sentences."""
+def attention_examples(spec: RunSpec, sources: list[str], device: str, c: DictConfig) -> list[AttentionExample]:
+    """Attention heatmaps of a few test sentences, drawn with the run's weights where its checkpoint is on
+    this machine (kept rows carry no weights: a report from them alone has no heatmaps)."""
+    if int(c.heatmaps) <= 0 or latest_checkpoint(spec.run_dir) is None:
+        return []
     translator = load_run_translator(spec, device)
-    eval_set = load_eval_set(spec.cfg.data, split, translator.src_tok, translator.tgt_tok)
-    hyps = saved_hypotheses(spec, split, len(eval_set.sources)) or translator.translate(eval_set.sources)
+    if not translator.model.has_attention:
+        return []
+    translator.search = dataclasses.replace(translator.search, need_attention=True)
+    rows = heatmap_rows(sources, int(c.heatmaps), int(c.heatmap_max_words))
+    src_ids = translator.src_tok.encode([sources[i] for i in rows])
     examples = []
-    if translator.model.has_attention and c.heatmaps > 0:
-        rows = heatmap_rows(eval_set.sources, int(c.heatmaps), int(c.heatmap_max_words))
-        translator.search = dataclasses.replace(translator.search, need_attention=True)
-        src_ids = translator.src_tok.encode([eval_set.sources[i] for i in rows])
-        for ids, nbest in zip(src_ids, translator.translate_ids(src_ids)):
-            hyp = nbest[0]
-            examples.append(
-                AttentionExample(
-                    translator.src_tok.pieces(ids) + ["</s>"],
-                    translator.tgt_tok.pieces(hyp.tokens) + ["</s>"],
-                    hyp.attention.numpy(),
-                )
+    for ids, nbest in zip(src_ids, translator.translate_ids(src_ids)):
+        hyp = nbest[0]
+        examples.append(
+            AttentionExample(
+                translator.src_tok.pieces(ids) + ["</s>"],
+                translator.tgt_tok.pieces(hyp.tokens) + ["</s>"],
+                hyp.attention.numpy(),
             )
-    return DecodedRun(spec.name, spec.cfg, eval_set.sources, eval_set.references, hyps, examples)
+        )
+    return examples
+
+
+def keep(spec: RunSpec, report_dir: Path) -> KeptRow:
+    """Keep a finished run's row in the report folder (its overrides without this machine's run_dir)."""
+    overrides = [o for o in spec.overrides if not o.startswith(("run_dir=", "name="))]
+    return keep_row(spec.run_dir, row_folder(report_dir, spec.run, spec.seed), spec.cfg, spec.run, spec.seed, overrides)
+
+
+def copy_kept_row(report_dir: Path, folder: Path, spec: RunSpec, expected: str) -> KeptRow | None:
+    """The same row kept by another comparison beside this one (same fingerprint: the same training and
+    decoding), copied into this comparison's folder; None if there is none."""
+    for row_file in sorted(report_dir.parent.glob(f"*/rows/*/*/{ROW_FILE}")):
+        if row_file.parent != folder and json.loads(row_file.read_text()).get("fingerprint") == expected:
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(row_file.parent, folder)
+            print(f"[{spec.name}] the same row is kept in {row_file.parent}: copied", flush=True)
+            return load_row(folder, spec.run, spec.seed, expected)
+    return None
+
+
+def collect_rows(specs: list[RunSpec], report_dir: Path) -> tuple[dict[str, KeptRow], list[RunSpec]]:
+    """The rows already kept under these settings (a finished run directory is kept first), and the runs
+    still to train."""
+    kept, missing = {}, []
+    for spec in specs:
+        folder = row_folder(report_dir, spec.run, spec.seed)
+        expected = fingerprint(spec.cfg)
+        row = load_row(folder, spec.run, spec.seed, expected) or copy_kept_row(report_dir, folder, spec, expected)
+        if row is None and is_finished(spec):
+            row = keep(spec, report_dir)
+        if row is not None:
+            print(f"[{spec.name}] kept row found in {folder}: not retraining", flush=True)
+            kept[spec.name] = row
+            continue
+        if load_row(folder, spec.run, spec.seed) is not None:
+            print(f"[{spec.name}] the row kept in {folder} was trained under other settings: training again")
+        missing.append(spec)
+    return kept, missing
+
+
+def test_sets(specs: list[RunSpec]) -> dict[str, TestSet]:
+    """The comparison's test splits (``data.test_splits``, the same for every run), raw text."""
+    first = specs[0].cfg.data
+    for spec in specs:
+        if list(spec.cfg.data.test_splits) != list(first.test_splits) or spec.cfg.data.name != first.name:
+            raise ConfigError(
+                f"run {spec.name!r} is tested on {spec.cfg.data.name} {list(spec.cfg.data.test_splits)}, "
+                f"{specs[0].name!r} on {first.name} {list(first.test_splits)}: set data and data.test_splits "
+                "in compare.common"
+            )
+    sets = {}
+    for split in first.test_splits:
+        raw = load_split(first, str(split))
+        sets[str(split)] = TestSet(list(raw["src"]), list(raw["tgt"]))
+    return sets
 
 
 def run_comparison(cfg: DictConfig) -> Path:
-    """Train what is missing, decode every run, write the report; returns the report directory."""
+    """Train what is missing (unless ``compare.train=false``), keeping each row as it finishes, then
+    write the report from the kept rows; returns the report directory."""
     c = cfg.compare
     specs = compose_runs(cfg)
     if int(c.jobs) < 1:
         raise ConfigError(f"compare.jobs={c.jobs}: give the number of runs to train at once (1 or more)")
-    unfinished = []
-    for spec in specs:
-        if is_finished(spec):
-            print(f"[{spec.name}] finished run found in {spec.run_dir}: not retraining", flush=True)
-        else:
-            unfinished.append(spec)
-    train_runs(unfinished, int(c.jobs))
-    split = c.split or specs[0].cfg.data.test_splits[0]
-    decoded = []
-    for spec in specs:
-        print(f"[{spec.name}] decoding {split}", flush=True)
-        decoded.append(decode_run(spec, split, str(cfg.device), c))
-    first = decoded[0]
-    for d in decoded[1:]:
-        if d.references != first.references:
-            raise ConfigError(
-                f"runs {first.name!r} and {d.name!r} have different {split} references: compare on one dataset"
-            )
     report_dir = Path(c.report_dir)
-    write_report(report_dir, decoded, c, split, _command_line())
+    sets = test_sets(specs)
+    kept, missing = collect_rows(specs, report_dir)
+    if c.train and missing:
+
+        def finished(spec: RunSpec) -> None:
+            kept[spec.name] = keep(spec, report_dir)
+
+        train_runs(missing, int(c.jobs), finished)
+    rows = []
+    for name, own in c.runs.items():
+        its = [s for s in specs if s.run == name]
+        done = [kept[s.name] for s in its if s.name in kept]
+        examples = attention_examples(its[0], next(iter(sets.values())).sources, str(cfg.device), c) if done else []
+        rows.append(Row(str(name), its[0].cfg, list(own), done, [s.seed for s in its if s.name not in kept], examples))
+    write_report(report_dir, rows, sets, c, _command_line())
     print(f"report written to {report_dir / 'report.md'}")
     return report_dir
 

@@ -1,86 +1,91 @@
-"""The comparison report: one table of every run, significance against a baseline, and the figures.
+"""The comparison report: every run over its seeds, the paper's claims with seed-based statistics, figures.
 
-Writes to the report directory:
-  report.md              the table (Markdown), BLEU by length, links to the figures, how it was made
-  results.csv / .json    the same numbers for other tools
-  bleu_by_length.png     BLEU per source-length bucket and model (Bahdanau et al. 2014, Fig. 2)
-  learning_curves.png    valid BLEU / loss against steps and wall-clock minutes
-  attention_<run>.png    attention heatmaps of a few test sentences per attention model
-  hyps/<run>.<split>.txt the detokenized hypotheses scored (line N translates source line N)
-The headline is detokenized sacreBLEU with its signature; the tokenized-BLEU column exists only to set
-our numbers beside the papers' and is labelled so.
+Reads only the kept rows (nmt.kept_rows: each finished seed's test translations, validations and
+training log), so a table can be reported while some of its rows are still pending. Writes to the
+report directory:
+  report.md              the tables (Markdown), how it was made, which rows are pending or not converged
+  results.json / .csv    the same numbers for other tools
+  bleu_by_length.png     BLEU per source-length bucket and run, mean over seeds (Bahdanau et al. 2014, Fig. 2)
+  learning_curves.png    valid BLEU / loss against steps and minutes (each run's first seed)
+  attention_<run>.png    attention heatmaps of a few test sentences (where a run's checkpoint is at hand)
+Every test split of the comparison is scored: detokenized sacreBLEU with its signature is the headline;
+the tokenized-BLEU column exists only to set our numbers beside the papers' and is labelled so.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nmt.claims import EXPECTED_DROP, Claim, direction_verdict, effect_verdict, seed_spread, seed_summary, verdict
+from nmt.claims import (
+    EXPECTED_DROP,
+    NOT_CONVERGED,
+    PENDING,
+    combine,
+    direction_verdict,
+    effect_verdict,
+    one_sample,
+    seed_summary,
+    verdict,
+    welch,
+)
 from nmt.errors import ConfigError
+from nmt.kept_rows import KeptRow
 from nmt.metrics import (
     bleu_by_length,
-    bootstrap_p,
     corpus_scores,
     length_drops,
     long_sentences,
-    paired_bootstrap,
     tokenized_bleu,
     tokenized_bleu_label,
 )
 from nmt.models import model_config
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
-from nmt.trainer import TRAIN_LOG
 
 
 @dataclass
-class DecodedRun:
-    """One run's test-split output, with the config it was trained and decoded with."""
+class TestSet:
+    """A test split's raw sources and references, every line in file order."""
 
-    name: str
-    cfg: DictConfig
     sources: list[str]
     references: list[str]
-    hypotheses: list[str]
-    attention: list[AttentionExample]
 
 
-def training_rates(run_dir: Path) -> list[float]:
-    """The target tokens/s of every log window of an nmt-train run, from its ``train_log.jsonl``
-    (none if the run logged no window); a resumed run's windows are all there, in order."""
-    log_file = Path(run_dir) / TRAIN_LOG
-    if not log_file.is_file():
-        return []
-    lines = log_file.read_text(encoding="utf-8").splitlines()
-    return [float(json.loads(line)["tgt_tokens_per_s"]) for line in lines if line.strip()]
+@dataclass
+class Row:
+    """One run of a comparison over its seeds: those finished (kept) and those still to train."""
+
+    name: str
+    cfg: DictConfig  # the composed nmt-train config of its first seed
+    overrides: list[str]  # its own overrides on top of compare.common
+    kept: list[KeptRow]
+    pending: list[int]  # seeds not trained yet
+    attention: list[AttentionExample] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending
+
+    @property
+    def converged(self) -> bool:
+        return all(k.converged for k in self.kept)
 
 
-def training_record(run_dir: Path) -> dict[str, Any]:
-    """Parameters, steps and time from results.json, validations from metrics.json, and the median
-    training speed of the log windows (the median ignores the windows that include a validation)."""
-    results = json.loads((run_dir / "results.json").read_text())
-    metrics_file = run_dir / "metrics.json"
-    history = json.loads(metrics_file.read_text()) if metrics_file.is_file() else []
-    rates = training_rates(run_dir)
-    bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
-    return {
-        "parameters": results["parameters"],
-        "steps": results["steps"],
-        "train_minutes": results["train_minutes"],
-        "tgt_tokens_per_s": round(statistics.median(rates)) if rates else None,
-        "valid_bleu": round(max(bleus), 2) if bleus else None,
-        "history": history,
-    }
+def shared_setting(rows: list[Row], what: str, value: Any) -> Any:
+    """The one value of a setting every run of a report must share (its table has one column for it)."""
+    values = {row.name: value(row) for row in rows}
+    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+        listed = "; ".join(f"{name}: {v}" for name, v in values.items())
+        raise ConfigError(
+            f"the runs of one report must share {what}, but they differ ({listed}); set it in compare.common"
+        )
+    return next(iter(values.values()))
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -91,330 +96,340 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def _p_value(p: float | None) -> str:
-    return "baseline" if p is None else (f"{p:.4f}" + (" *" if p < 0.05 else ""))
+def _mean_sd(values: list[float]) -> dict[str, Any]:
+    mean, sd = seed_summary(values) if values else (None, None)
+    return {"mean": mean, "sd": sd, "n": len(values), "seeds": values}
 
 
-def shared_setting(runs: list[DecodedRun], what: str, value: Callable[[DecodedRun], Any]) -> Any:
-    """The one value of a setting every run of a report must share (its table has one column for it)."""
-    values = {run.name: value(run) for run in runs}
-    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
-        listed = "; ".join(f"{name}: {v}" for name, v in values.items())
-        raise ConfigError(
-            f"the runs of one report must share {what}, but they differ ({listed}); set it in compare.common"
+def _pm(stat: dict[str, Any]) -> str:
+    if not stat["n"]:
+        return "–"
+    return f"{stat['mean']:.2f} ± {stat['sd']:.2f} ({stat['n']})"
+
+
+def score_rows(rows: list[Row], sets: dict[str, TestSet], tokenize: str, tgt_lang: str, tok: bool) -> list[dict]:
+    """Per run: BLEU and chrF on every split (mean ± sd over its finished seeds), training facts."""
+    table = []
+    for row in rows:
+        bleu: dict[str, dict] = {}
+        chrf: dict[str, dict] = {}
+        for split, eval_set in sets.items():
+            scores = [corpus_scores(k.hypotheses(split), eval_set.references, tokenize) for k in row.kept]
+            bleu[split] = _mean_sd([s.bleu for s in scores])
+            chrf[split] = _mean_sd([s.chrf for s in scores])
+        first = next(iter(sets))
+        tok_bleu = (
+            _mean_sd([tokenized_bleu(k.hypotheses(first), sets[first].references, tgt_lang)[0] for k in row.kept])
+            if tok
+            else None
         )
-    return next(iter(values.values()))
-
-
-def write_report(report_dir: Path, runs: list[DecodedRun], c: DictConfig, split: str, command: str) -> list[dict]:
-    """Score every run, test it against the baseline, write tables and figures; returns the rows."""
-    tokenize = shared_setting(runs, "eval.tokenize", lambda r: str(r.cfg.eval.tokenize))
-    search = shared_setting(runs, "the search settings", lambda r: OmegaConf.to_container(r.cfg.search))
-    checkpoint = shared_setting(runs, "eval.checkpoint", lambda r: str(r.cfg.eval.checkpoint))
-    tgt_lang = shared_setting(runs, "data.tgt_lang", lambda r: str(r.cfg.data.tgt_lang))
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "hyps").mkdir(exist_ok=True)
-    refs, sources = runs[0].references, runs[0].sources
-    significance, bs_signature = paired_bootstrap(
-        {r.name: r.hypotheses for r in runs}, refs, str(c.baseline), int(c.bootstrap_samples), tokenize
-    )
-    rows, by_length, histories = [], {}, {}
-    scores = {}
-    own_overrides = run_overrides(c)
-    for run in runs:
-        (report_dir / "hyps" / f"{run.name}.{split}.txt").write_text(
-            "".join(h + "\n" for h in run.hypotheses), encoding="utf-8"
-        )
-        record = training_record(Path(run.cfg.run_dir))
-        score = scores[run.name] = corpus_scores(run.hypotheses, refs, tokenize)
-        sig = significance[run.name]
-        paper = run.cfg.get("paper")
-        tok_bleu = tokenized_bleu(run.hypotheses, refs, tgt_lang) if c.tokenized_bleu else None
-        rows.append(
+        valid = [
+            max((h["valid_bleu"] for h in k.history() if h.get("valid_bleu") is not None), default=None)
+            for k in row.kept
+        ]
+        table.append(
             {
-                "model": run.name,
-                "description": model_config(run.cfg.model)[1].describe(),
-                "settings": " ".join(own_overrides.get(run.name, [])),
-                "parameters": record["parameters"],
-                "steps": record["steps"],
-                "train_minutes": record["train_minutes"],
-                "tgt_tokens_per_s": record["tgt_tokens_per_s"],
-                "valid_bleu": record["valid_bleu"],
-                "still_improving": still_improving(record["history"]),
-                "bleu": score.bleu,
-                "bleu_ci": sig.bleu_ci,
-                "bleu_p": sig.bleu_p,
-                "chrf": score.chrf,
-                "chrf_ci": sig.chrf_ci,
-                "chrf_p": sig.chrf_p,
-                "tokenized_bleu": tok_bleu[0] if tok_bleu else None,
-                "paper_bleu": paper.bleu if paper else None,
-                "paper_source": f"{paper.table}; {paper.metric}" if paper else None,
+                "model": row.name,
+                "description": model_config(row.cfg.model)[1].describe(),
+                "settings": " ".join(row.overrides),
+                "seeds_done": [k.seed for k in row.kept],
+                "seeds_pending": row.pending,
+                "converged": row.converged if row.kept else None,
+                "not_converged_seeds": [k.seed for k in row.kept if not k.converged],
+                "parameters": row.kept[0].info["parameters"] if row.kept else None,
+                "steps": _mean_sd([float(k.info["steps"]) for k in row.kept]),
+                "train_minutes": _mean_sd([float(k.info["train_minutes"]) for k in row.kept]),
+                "valid_bleu": _mean_sd([v for v in valid if v is not None]),
+                "bleu": bleu,
+                "chrf": chrf,
+                "tokenized_bleu": tok_bleu,
+                "paper_bleu": None,
             }
         )
-        by_length[run.name] = bleu_by_length(sources, run.hypotheses, refs, list(c.length_buckets))
-        histories[run.name] = record["history"]
-        if run.attention:
-            title = f"{run.name}: {rows[-1]['description']}"
-            plot_attention(run.attention, report_dir / f"attention_{run.name}.png", title)
-    claims = row_claims(rows, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
-    long_claims = length_claims(sources, {r.name: r.hypotheses for r in runs}, refs, c, tokenize)
-    first = scores[runs[0].name]
-    meta = {
-        "command": command,
-        "split": split,
-        "sentences": len(refs),
-        "baseline": str(c.baseline),
-        "search": search,
-        "checkpoint": checkpoint,
-        "bleu_signature": first.bleu_signature,
-        "chrf_signature": first.chrf_signature,
-        "bootstrap_signature": bs_signature,
-        "tokenized_bleu": tokenized_bleu_label(tgt_lang) if c.tokenized_bleu else None,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "claims": claims,
-        "length_claims": long_claims,
-    }
-    plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", split)
-    plot_learning_curves(histories, report_dir / "learning_curves.png")
-    (report_dir / "results.json").write_text(
-        json.dumps({"meta": meta, "runs": rows, "bleu_by_length": by_length}, indent=1, default=float)
-    )
-    with open(report_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (report_dir / "report.md").write_text(_markdown(rows, by_length, meta, runs), encoding="utf-8")
-    return rows
+    return table
 
 
-def reference_seed_runs(c: DictConfig) -> list[str]:
-    """The baseline and its extra-seed runs (``compare.reference_seeds``), whose spread is the noise floor."""
-    return [str(c.baseline), *(f"{c.baseline}_seed{k}" for k in c.get("reference_seeds") or [])]
+def _decidable(*rows: dict) -> str | None:
+    """Why no verdict can be drawn from these rows yet (None if one can)."""
+    if any(r["seeds_pending"] or not r["seeds_done"] for r in rows):
+        return PENDING
+    if not all(r["converged"] for r in rows):
+        return NOT_CONVERGED
+    return None
 
 
-def run_overrides(c: DictConfig) -> dict[str, list[str]]:
-    """Each run's own overrides on top of ``compare.common``: ``compare.runs`` plus the baseline's extra-seed
-    runs, which repeat the baseline's with another ``trainer.seed``."""
-    base = list(c.runs[c.baseline])
-    seed_runs = zip(reference_seed_runs(c)[1:], c.get("reference_seeds") or [])
-    return {
-        **{name: list(own) for name, own in c.runs.items()},
-        **{n: [*base, f"trainer.seed={k}"] for n, k in seed_runs},
-    }
-
-
-def still_improving(history: list[dict]) -> bool:
-    """True if a run's best validation BLEU came at its last validation: training stopped at its budget
-    while the model was still getting better, so its comparison is one at that budget, not at convergence."""
-    bleus = [h["valid_bleu"] for h in history if h.get("valid_bleu") is not None]
-    return len(bleus) > 1 and bleus[-1] >= max(bleus)
-
-
-def row_claims(
-    rows: list[dict], hypotheses: dict[str, list[str]], refs: list[str], c: DictConfig, tokenize: str
-) -> dict[str, Any] | None:
-    """Each row's change against the row it is compared with (``compare.reference``, default the baseline):
-    our change, the paired-bootstrap p of our row against that row, and the verdict. In a paper table
-    (``compare.paper``: run -> the paper's number) the verdict says whether the paper's claim holds
-    (nmt.claims.verdict); a row without a paper number, as in an ablation, is better / worse / within
-    noise (nmt.claims.effect_verdict). None when the comparison names neither paper numbers nor reference
-    seeds. The rows gain ``reference``, ``paper_delta``, ``our_delta``, ``claim_p`` and ``verdict``."""
+def row_claims(table: list[dict], c: DictConfig, splits: list[str]) -> dict[str, Any]:
+    """Each row's change against its reference row (``compare.reference``, default the baseline) on every
+    split: difference of seed means, Welch's interval over both rows' seeds, the verdict per split and
+    over all splits (nmt.claims). Rows gain ``reference``, ``paper_delta``, ``claims`` and ``verdict``."""
     paper = dict(c.get("paper") or {})
-    if not paper and not c.get("reference_seeds"):
-        return None
-    by_name = {r["model"]: r for r in rows}
-    seeds = reference_seed_runs(c)
-    spread = seed_spread([by_name[n]["bleu"] for n in seeds])
+    by_name = {r["model"]: r for r in table}
     references = dict(c.get("reference") or {})
     for name, row in by_name.items():
         ref = str(references.get(name, c.baseline))
-        row.update(reference=None, paper_bleu=paper.get(name), paper_delta=None, our_delta=None, claim_p=None)
-        if name in seeds or name == ref:
+        row.update(paper_bleu=paper.get(name), reference=None, paper_delta=None, claims={})
+        if name == ref:
             row["verdict"] = "reference"
             continue
-        if ref == c.baseline:
-            p = row["bleu_p"]
-        else:  # this row's claim is against another row: test against that one
-            pair = {ref: hypotheses[ref], name: hypotheses[name]}
-            p = paired_bootstrap(pair, refs, ref, int(c.bootstrap_samples), tokenize)[0][name].bleu_p
-        ours, theirs, theirs_ref = row["bleu"] - by_name[ref]["bleu"], paper.get(name), paper.get(ref)
+        theirs, theirs_ref = paper.get(name), paper.get(ref)
         delta = None if theirs is None or theirs_ref is None else round(theirs - theirs_ref, 2)
-        row.update(reference=ref, paper_delta=delta, our_delta=round(ours, 2), claim_p=p)
-        if paper:
-            row["verdict"] = verdict(Claim(delta, ours, p, spread))
-        else:
-            row["verdict"] = effect_verdict(ours, p, spread)
-    seed_scores = [by_name[n]["bleu"] for n in seeds]
-    return {
-        "paper": bool(paper),
-        "source": c.get("paper_source"),
-        "scale_note": c.get("scale_note"),
-        "seed_runs": seeds,
-        "seed_spread": round(spread, 2),
-        "seed_mean_std": [round(x, 2) for x in seed_summary(seed_scores)],
-    }
+        row.update(reference=ref, paper_delta=delta)
+        verdicts = []
+        for split in splits:
+            effect = welch(row["bleu"][split]["seeds"], by_name[ref]["bleu"][split]["seeds"])
+            judged = verdict(delta, effect) if paper else effect_verdict(effect)
+            verdicts.append(judged)
+            row["claims"][split] = {
+                "delta": None if effect is None else effect.delta,
+                "interval": None if effect is None else [effect.low, effect.high],
+                "resolution": None if effect is None else effect.resolution,
+                "verdict": judged,
+            }
+        row["verdict"] = _decidable(row, by_name[ref]) or combine(verdicts)
+    return {"paper": bool(paper), "source": c.get("paper_source"), "scale_note": c.get("scale_note")}
 
 
-def length_claims(
-    sources: list[str], hypotheses: dict[str, list[str]], refs: list[str], c: DictConfig, tokenize: str
-) -> dict[str, Any] | None:
+def length_claims(rows: list[Row], table: list[dict], sets: dict[str, TestSet], c: DictConfig, tokenize: str):
     """Claims about BLEU on long sentences (``compare.length_claims``; Bahdanau et al. 2014, Fig. 2).
 
-    Each claim says a run's drop (BLEU on sentences of at most ``long_words`` source words minus BLEU on
-    the longer ones) is positive (``drops``) or zero (``steady``), or, with ``against``, that the run's
-    drop minus the other run's drop is. The p-value is the bootstrap's over the test sentences (the same
-    resamples for every run); the noise floor is the spread of the drop over the reference seed runs.
-    """
+    A run's drop is BLEU on the test sentences of at most ``long_words`` source words minus BLEU on the
+    longer ones, per seed; with ``against``, the run's mean drop minus the other run's (Welch over seeds),
+    else the mean drop over seeds (t interval). The claim says it is positive (``drops``) or zero
+    (``steady``), on every split."""
     spec = c.get("length_claims")
     if not spec:
         return None
-    seeds = reference_seed_runs(c)
-    wanted = {*seeds, *(cl.run for cl in spec.claims), *(cl.against for cl in spec.claims if cl.get("against"))}
-    drops = length_drops(
-        sources, {n: hypotheses[n] for n in wanted}, refs, int(spec.long_words), int(c.bootstrap_samples), tokenize
-    )
-    spread = seed_spread([drops[n].drop for n in seeds])
-    rows = []
+    long_words = int(spec.long_words)
+    by_name = {r.name: r for r in rows}
+    facts = {r["model"]: r for r in table}
+    drops: dict[str, dict[str, list[float]]] = {}
+    for split, eval_set in sets.items():
+        systems = {f"{r.name}/{k.seed}": k.hypotheses(split) for r in rows for k in r.kept}
+        if not systems:
+            break
+        measured = length_drops(eval_set.sources, systems, eval_set.references, long_words, 1, tokenize)
+        for r in rows:
+            drops.setdefault(r.name, {})[split] = [measured[f"{r.name}/{k.seed}"].drop for k in r.kept]
+    claims = []
     for cl in spec.claims:
         against = cl.get("against")
-        ours = drops[cl.run].drop - (drops[against].drop if against else 0.0)
-        samples = drops[cl.run].samples - (drops[against].samples if against else 0.0)
-        p = bootstrap_p(samples, ours)
-        rows.append(
+        involved = [facts[cl.run], *([facts[against]] if against else [])]
+        per_split = {}
+        for split in sets:
+            ours = drops.get(cl.run, {}).get(split, [])
+            if against:
+                effect = welch(ours, drops.get(against, {}).get(split, []))
+            else:
+                effect = one_sample(ours)
+            per_split[split] = {
+                "drop": None if effect is None else effect.delta,
+                "interval": None if effect is None else [effect.low, effect.high],
+                "verdict": direction_verdict(EXPECTED_DROP[str(cl.expect)], effect),
+            }
+        claims.append(
             {
                 "claim": str(cl.claim),
                 "run": str(cl.run),
                 "against": None if against is None else str(against),
                 "expect": str(cl.expect),
-                "our_drop": round(ours, 2),
-                "p": p,
-                "verdict": direction_verdict(EXPECTED_DROP[str(cl.expect)], ours, p, spread),
+                "splits": per_split,
+                "verdict": _decidable(*involved) or combine([v["verdict"] for v in per_split.values()]),
             }
         )
+    first = next(iter(sets))
     return {
-        "long_words": int(spec.long_words),
-        "long_sentences": int(long_sentences(sources, int(spec.long_words)).sum()),
-        "seed_runs": seeds,
-        "seed_spread": round(spread, 2),
-        "drops": {n: {"short": round(d.short_bleu, 2), "long": round(d.long_bleu, 2)} for n, d in drops.items()},
-        "claims": rows,
+        "long_words": long_words,
+        "long_sentences": {s: int(long_sentences(e.sources, long_words).sum()) for s, e in sets.items()},
+        "sentences": {s: len(e.sources) for s, e in sets.items()},
+        "mean_drop": {n: statistics.fmean(d[first]) for n, d in drops.items() if d.get(first)},
+        "claims": claims,
+        "rows_known": sorted(by_name),
     }
 
 
-def _length_claims_markdown(lc: dict[str, Any], sentences: int) -> list[str]:
-    n = lc["long_words"]
-    lines = [
-        "",
-        "## The paper's claims on long sentences",
-        "",
-        f"Drop: BLEU on the test sentences of at most {n} source words ({sentences - lc['long_sentences']}) minus "
-        f"BLEU on the longer ones ({lc['long_sentences']}); with a second run, the first run's drop minus the "
-        f"second's. p: bootstrap over the test sentences (the same resamples for every run). Noise floor: the "
-        f"drop's spread over {', '.join(lc['seed_runs'])}: {lc['seed_spread']:.2f}.",
-        "",
-        "| run | BLEU ≤ " + str(n) + " words | BLEU > " + str(n) + " words |",
-        "|---|---:|---:|",
-    ]
-    lines += [f"| {name} | {d['short']:.2f} | {d['long']:.2f} |" for name, d in lc["drops"].items()]
-    lines += ["", "| claim | measured | paper | our drop | p | verdict |", "|---|---|---|---:|---:|---|"]
-    for r in lc["claims"]:
-        measured = r["run"] + (f" − {r['against']}" if r["against"] else "")
-        lines.append(
-            f"| {r['claim']} | {measured} | {r['expect']} | {r['our_drop']:.2f} | {r['p']:.4f} | {r['verdict']} |"
-        )
-    return lines
+def write_report(report_dir: Path, rows: list[Row], sets: dict[str, TestSet], c: DictConfig, command: str) -> dict:
+    """Score every kept row on every split, judge the claims, write tables and figures; returns results.json."""
+    done = [r for r in rows if r.kept]
+    if not done:
+        raise ConfigError(f"no finished row to report in {report_dir}: train some first (compare.train=true)")
+    tokenize = shared_setting(done, "eval.tokenize", lambda r: str(r.cfg.eval.tokenize))
+    search = shared_setting(done, "the search settings", lambda r: OmegaConf.to_container(r.cfg.search))
+    checkpoint = shared_setting(done, "eval.checkpoint", lambda r: str(r.cfg.eval.checkpoint))
+    tgt_lang = shared_setting(done, "data.tgt_lang", lambda r: str(r.cfg.data.tgt_lang))
+    splits = list(sets)
+    table = score_rows(rows, sets, tokenize, tgt_lang, bool(c.tokenized_bleu))
+    claims = row_claims(table, c, splits)
+    long_claims = length_claims(rows, table, sets, c, tokenize)
+    first = splits[0]
+    by_length = {}
+    for row in done:
+        per_seed = [
+            bleu_by_length(sets[first].sources, k.hypotheses(first), sets[first].references, list(c.length_buckets))
+            for k in row.kept
+        ]
+        by_length[row.name] = [
+            {**b, "bleu": statistics.fmean(s[i]["bleu"] for s in per_seed)} for i, b in enumerate(per_seed[0])
+        ]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", first)
+    plot_learning_curves({r.name: r.kept[0].history() for r in done}, report_dir / "learning_curves.png")
+    for row in done:
+        if row.attention:
+            plot_attention(row.attention, report_dir / f"attention_{row.name}.png", row.name)
+    signature = corpus_scores(done[0].kept[0].hypotheses(first), sets[first].references, tokenize)
+    meta = {
+        "command": command,
+        "splits": {s: len(e.references) for s, e in sets.items()},
+        "baseline": str(c.baseline),
+        "seeds": list(c.seeds),
+        "search": search,
+        "checkpoint": checkpoint,
+        "bleu_signature": signature.bleu_signature,
+        "chrf_signature": signature.chrf_signature,
+        "tokenized_bleu": tokenized_bleu_label(tgt_lang) if c.tokenized_bleu else None,
+        "claims": claims,
+        "length_claims": long_claims,
+        "pending": {r["model"]: r["seeds_pending"] for r in table if r["seeds_pending"]},
+        "not_converged": {r["model"]: r["not_converged_seeds"] for r in table if r["not_converged_seeds"]},
+        "training": training_note(c),
+    }
+    results = {"meta": meta, "runs": table, "bleu_by_length": by_length}
+    (report_dir / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    with open(report_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "split", "seeds", "bleu_mean", "bleu_sd", "chrf_mean", "converged", "verdict"])
+        for r in table:
+            for s in splits:
+                b = r["bleu"][s]
+                writer.writerow(
+                    [r["model"], s, b["n"], b["mean"], b["sd"], r["chrf"][s]["mean"], r["converged"], r.get("verdict")]
+                )
+    (report_dir / "report.md").write_text(_markdown(table, by_length, meta, done), encoding="utf-8")
+    return results
 
 
-def _claims_markdown(rows: list[dict], claims: dict[str, Any]) -> list[str]:
+def training_note(c: DictConfig) -> str:
+    """How the rows were trained, from compare.common (the convergence rule a reader needs)."""
+    common = " ".join(str(o) for o in c.common)
+    return f"Common settings: `{common}`." if common else ""
+
+
+def _claims_markdown(table: list[dict], claims: dict[str, Any], splits: list[str]) -> list[str]:
     paper = claims["paper"]
     lines = ["", "## The paper's claims on this data" if paper else "## Each row against its reference row", ""]
     if claims["scale_note"]:
         lines += [str(claims["scale_note"]).strip(), ""]
-    mean, std = claims["seed_mean_std"]
-    noise = (
-        f"Noise floor: the reference row trained with seeds of {', '.join(claims['seed_runs'])}: {mean:.2f} ± "
-        f"{std:.2f} BLEU (spread {claims['seed_spread']:.2f}). A change no larger than that spread, or with "
-        "paired-bootstrap p > 0.05 against its reference row, is *within noise*; "
+    rule = (
+        "Δ: our row's mean over seeds minus its reference row's mean; [interval]: Welch's 95% interval over both "
+        "rows' seeds (seed noise, not only test-set noise). "
     )
     if paper:
         lines.append(
-            f"Paper numbers: {claims['source']} (the paper's data and metric, not ours). Our numbers: detokenized "
-            f"sacreBLEU on this test split. {noise}otherwise it *holds* if it points the paper's way and is "
-            "*reversed* if not."
+            f"Paper numbers: {claims['source'] or 'as given in the config'} (the paper's data and metric, not "
+            f"ours). {rule}A claim *holds* "
+            "when the interval excludes 0 on the paper's side on every test set, is *reversed* on the other side; "
+            "*below our resolution* when the paper's Δ is smaller than the interval's half-width; *within noise* "
+            "otherwise. No verdict is drawn from a row with pending seeds or a seed that did not converge."
         )
     else:
-        lines.append(f"Detokenized sacreBLEU on this test split. {noise}otherwise it is *better* or *worse*.")
-    lines += [
-        "",
-        "| row | against | paper | paper Δ | ours | our Δ | p | verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        p = r.get("claim_p")
+        lines.append(f"{rule}*better* / *worse* when the interval excludes 0 on every test set.")
+    head = " | ".join(f"Δ {s} [95% interval]" for s in splits)
+    lines += ["", f"| row | against | paper Δ | {head} | verdict |", "|---|---|---:|" + "---:|" * len(splits) + "---|"]
+    for r in table:
+        if r["verdict"] == "reference":
+            continue
+        cells = []
+        for s in splits:
+            cl = r["claims"][s]
+            cells.append(
+                "–"
+                if cl["delta"] is None
+                else f"{cl['delta']:+.2f} [{cl['interval'][0]:+.2f}, {cl['interval'][1]:+.2f}]"
+            )
         lines.append(
-            f"| {r['model']} | {r['reference'] or '–'} | {_fmt(r['paper_bleu'])} | {_fmt(r['paper_delta'])} "
-            f"| {r['bleu']:.2f} | {_fmt(r['our_delta'])} | {_fmt(p, 4)} | {r['verdict']} |"
+            f"| {r['model']} | {r['reference']} | {_fmt(r['paper_delta'])} | {' | '.join(cells)} | {r['verdict']} |"
         )
-    improving = [r["model"] for r in rows if r["still_improving"]]
-    if improving:
-        lines += [
-            "",
-            f"Still improving when the budget ended (best validation BLEU at the last validation): "
-            f"{', '.join(improving)} ({len(improving)} of {len(rows)} rows). These verdicts are the claims at this "
-            "budget of updates, not at convergence; a claim about regularisation or a slower-learning model can "
-            "change with more updates.",
-        ]
     return lines
 
 
-def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, runs: list[DecodedRun]) -> str:
-    search = meta["search"]
+def _length_claims_markdown(lc: dict[str, Any], splits: list[str]) -> list[str]:
+    n = lc["long_words"]
+    long = ", ".join(f"{s}: {lc['long_sentences'][s]} of {lc['sentences'][s]}" for s in splits)
     lines = [
-        f"# Model comparison on {meta['split']}",
+        "",
+        "## The paper's claims on long sentences",
+        "",
+        f"Drop: BLEU on the test sentences of at most {n} source words minus BLEU on the longer ones ({long}), "
+        "per seed; with a second run, the first run's mean drop minus the second's (Welch over seeds), else "
+        "the mean drop with its t interval over seeds.",
+        "",
+        "| claim | measured | paper | " + " | ".join(f"drop {s} [95%]" for s in splits) + " | verdict |",
+        "|---|---|---|" + "---:|" * len(splits) + "---|",
+    ]
+    for r in lc["claims"]:
+        measured = r["run"] + (f" − {r['against']}" if r["against"] else "")
+        cells = []
+        for s in splits:
+            d = r["splits"][s]
+            cells.append(
+                "–" if d["drop"] is None else f"{d['drop']:+.2f} [{d['interval'][0]:+.2f}, {d['interval'][1]:+.2f}]"
+            )
+        lines.append(f"| {r['claim']} | {measured} | {r['expect']} | {' | '.join(cells)} | {r['verdict']} |")
+    return lines
+
+
+def _markdown(table: list[dict], by_length: dict[str, list[dict]], meta: dict, done: list[Row]) -> str:
+    search = meta["search"]
+    splits = list(meta["splits"])
+    lines = [
+        "# Model comparison",
         "",
         f"Regenerate with: `{meta['command']}`",
         "",
-        f"{meta['sentences']} test sentences, every one scored; beam {search['beam_size']}, length penalty "
-        f"α {search['length_penalty']}; checkpoint: {meta['checkpoint']}. Machine: {meta['machine']}.",
+        f"Test sets: {', '.join(f'{s} ({n} sentences)' for s, n in meta['splits'].items())}, every sentence "
+        f"scored; beam {search['beam_size']}, length penalty α {search['length_penalty']}; checkpoint: "
+        f"{meta['checkpoint']}; seeds {', '.join(map(str, meta['seeds']))} per row. {meta['training']}",
         "",
-        "| model | description | settings | params | steps | train min | tgt tok/s | valid BLEU | test BLEU ± 95% CI "
-        "| p vs baseline | chrF ± 95% CI | p vs baseline | tokenized BLEU † | paper |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        paper = _fmt(r["paper_bleu"]) + (f" ({r['paper_source']})" if r["paper_source"] else "")
+    if meta["pending"]:
+        pending = "; ".join(f"{m}: seeds {', '.join(map(str, s))}" for m, s in meta["pending"].items())
+        lines += [f"**Pending** (not trained yet; rerun the same command to train them): {pending}.", ""]
+    if meta["not_converged"]:
+        stuck = "; ".join(f"{m}: seeds {', '.join(map(str, s))}" for m, s in meta["not_converged"].items())
+        lines += [f"**Not converged** (reached the cap still improving; no verdict drawn): {stuck}.", ""]
+    head = " | ".join(f"BLEU {s}" for s in splits)
+    lines += [
+        f"| model | description | settings | params | steps | train min | valid BLEU | {head} | chrF {splits[0]} "
+        "| tokenized BLEU † | paper |",
+        "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(splits) + "---:|---:|---:|",
+    ]
+    for r in table:
         settings = f"`{r['settings']}`" if r["settings"] else "–"
-        valid = _fmt(r["valid_bleu"]) + (" ↑" if r["still_improving"] else "")
+        params = "–" if r["parameters"] is None else f"{r['parameters'] / 1e6:.2f}M"
+        steps = "–" if not r["steps"]["n"] else f"{r['steps']['mean']:.0f}"
+        minutes = "–" if not r["train_minutes"]["n"] else f"{r['train_minutes']['mean']:.1f}"
+        bleus = " | ".join(_pm(r["bleu"][s]) for s in splits)
+        tok = _pm(r["tokenized_bleu"]) if r["tokenized_bleu"] else "–"
         lines.append(
-            f"| {r['model']} | {r['description']} | {settings} | {r['parameters'] / 1e6:.2f}M | {r['steps']} "
-            f"| {_fmt(r['train_minutes'], 1)} | {_fmt(r['tgt_tokens_per_s'])} | {valid} "
-            f"| **{r['bleu']:.2f}** ± {r['bleu_ci']:.2f} | {_p_value(r['bleu_p'])} "
-            f"| {r['chrf']:.2f} ± {r['chrf_ci']:.2f} | {_p_value(r['chrf_p'])} "
-            f"| {_fmt(r['tokenized_bleu'])} | {paper} |"
+            f"| {r['model']} | {r['description']} | {settings} | {params} | {steps} | {minutes} "
+            f"| {_pm(r['valid_bleu'])} | {bleus} | {_pm(r['chrf'][splits[0]])} | {tok} | {_fmt(r['paper_bleu'])} |"
         )
     lines += [
         "",
-        f"- Test BLEU: detokenized sacreBLEU, signature `{meta['bleu_signature']}`; chrF signature "
-        f"`{meta['chrf_signature']}`.",
-        f"- 95% confidence intervals and p-values: sacrebleu paired bootstrap resampling against "
-        f"**{meta['baseline']}**, `{meta['bootstrap_signature']}`; * marks p < 0.05.",
+        "- Each cell: mean ± sample standard deviation over the row's finished seeds (their number in brackets).",
+        f"- BLEU: detokenized sacreBLEU, signature `{meta['bleu_signature']}`; chrF `{meta['chrf_signature']}`.",
         "- settings: the run's own overrides on top of the comparison's common ones.",
-        "- valid BLEU: the best validation BLEU during training (decoded at trainer.valid_beam; best.pt follows "
-        "trainer.early_stopping.metric); ↑: the best came at the last validation, so the run was still "
-        "improving when its budget ended.",
-        "- tgt tok/s: median of the training log windows (target tokens per second, `train_log.jsonl`).",
+        "- valid BLEU: the best validation BLEU during training (greedy); steps, minutes: means over seeds.",
     ]
     if meta["tokenized_bleu"]:
-        lines.append(f"- † {meta['tokenized_bleu']}.")
-    if meta["claims"]:
-        lines += _claims_markdown(rows, meta["claims"])
+        lines.append(f"- † {meta['tokenized_bleu']}, on {splits[0]}; only to set beside the papers.")
+    lines += _claims_markdown(table, meta["claims"], splits)
     if meta["length_claims"]:
-        lines += _length_claims_markdown(meta["length_claims"], meta["sentences"])
+        lines += _length_claims_markdown(meta["length_claims"], splits)
     buckets = next(iter(by_length.values()))
     lines += [
         "",
-        "## BLEU by source-sentence length",
+        f"## BLEU by source-sentence length ({splits[0]}, mean over seeds)",
         "",
         "![BLEU by source length](bleu_by_length.png)",
         "",
@@ -423,10 +438,9 @@ def _markdown(rows: list[dict], by_length: dict[str, list[dict]], meta: dict, ru
     ]
     for name, rows_ in by_length.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(b["bleu"]) for b in rows_) + " |")
-    lines += ["", "## Learning curves", "", "![learning curves](learning_curves.png)", "", "## Attention", ""]
-    for run in runs:
-        if run.attention:
-            lines += [f"![attention of {run.name}](attention_{run.name}.png)", ""]
-        else:
-            lines += [f"{run.name}: no attention to show.", ""]
-    return "\n".join(lines)
+    lines += ["", "## Learning curves (first seed of each row)", "", "![learning curves](learning_curves.png)"]
+    shown = [r for r in done if r.attention]
+    if shown:
+        lines += ["", "## Attention", ""]
+        lines += [f"![attention of {r.name}](attention_{r.name}.png)" for r in shown]
+    return "\n".join(lines) + "\n"

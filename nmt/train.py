@@ -76,6 +76,7 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
         "checkpoint": which,
         "steps": trainer.state.step,
         "train_minutes": round(trainer.state.elapsed / 60, 2),
+        "stop_reason": trainer.state.stop_reason,  # early stopping, or the budget that ended the run
         # what decoded eval/<split>.hyp, so nmt-compare can reuse those lines instead of decoding again
         "search": OmegaConf.to_container(cfg.search, resolve=True),
         "eval": OmegaConf.to_container(cfg.eval, resolve=True),
