@@ -1,10 +1,10 @@
-"""Shared start-up of the command-line entry points (and of decoding worker processes): CPU threads and
-allocator, one-line user errors."""
+"""Shared start-up of the command-line entry points: CPU threads, an opt-in allocator setting, one-line
+user errors."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,23 +32,34 @@ def report_user_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[...
 
 
 def setup_cpu(threads: int) -> None:
-    """Use ``threads`` intra-op CPU threads (0 keeps PyTorch's default of one per core) and keep freed memory.
+    """Use ``threads`` intra-op CPU threads (0 keeps PyTorch's default of one per core).
 
-    glibc serves every allocation above 32 MB (a batch's logits are ~200 MB) with a fresh ``mmap`` and
-    unmaps it when freed, so each training step page-faults and zero-fills its largest tensors again.
-    Serving them from the heap and never trimming it makes a CPU training step 5-7% faster (measured on
-    the Multi30k Transformer), and decoding too (its encoder activations and vocabulary rows). The cost:
-    the process keeps its peak until it exits, and freed blocks are reused rather than returned (largest
-    process RSS measured +0.0 to +0.4 GiB while training). A spawned process (``processes``' decoding
-    workers) starts with glibc's defaults, so it calls this itself.
+    With the environment variable ``NMT_KEEP_FREED_MEMORY=1`` (off by default) also
+    :func:`keep_freed_memory`, which trades a process that holds its peak memory until it exits for
+    fewer page faults on large tensors.
     """
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-        except OSError:  # another C library (e.g. musl): keep its defaults
-            return
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 2**31 - 1)
+    if os.environ.get("NMT_KEEP_FREED_MEMORY") == "1":
+        keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """Tell glibc's allocator to serve large allocations from its heap and never give freed memory back.
+
+    By default glibc ``mmap``s every large block and unmaps it when freed, so a training step page-faults
+    and zero-fills its largest tensors (e.g. a batch's logits) again each time. Linux with glibc only
+    (``mallopt`` through ctypes); elsewhere nothing changes. Opt-in (see :func:`setup_cpu`): the process
+    keeps its peak memory until it exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library (e.g. musl): keep its defaults
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)

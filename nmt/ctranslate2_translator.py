@@ -1,7 +1,9 @@
 """Decode an exported CTranslate2 directory (``nmt-export``) through the :class:`Translator` interface.
 
-``Translator.from_checkpoint(DIR)``, ``nmt-translate checkpoint=DIR`` and ``nmt-evaluate checkpoint=DIR``
-accept the directory, so the same command scores PyTorch and CTranslate2 decoding of the same weights.
+``nmt.load_translator(DIR)`` (:mod:`nmt.backend`) and every decoding command (``nmt-translate``,
+``nmt-evaluate``, ``nmt-serve`` with ``checkpoint=DIR``) accept the directory, so the same command scores
+PyTorch and CTranslate2 decoding of the same weights. ``quantization=int8`` loads it with CTranslate2's
+``compute_type`` int8 (on a CPU or a GPU), whatever it was exported as.
 
 How ``search.*`` maps onto CTranslate2's options:
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from nmt.backend import translator_from_cfg
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.prepare import EvalSet, eval_set_from_files, load_eval_set
 from nmt.errors import ConfigError
 from nmt.paths import CONFIG_DIR
 from nmt.run_config import data_config_for
 from nmt.scoring import evaluate_set, print_score
-from nmt.translator import Translator, search_origin, translator_from_cfg
+from nmt.translator import Translator, search_origin
 
 
 def eval_sets(cfg: DictConfig, translator: Translator) -> list[EvalSet]:

@@ -47,6 +47,7 @@ from nmt.metrics import (
 )
 from nmt.models import model_config
 from nmt.plots import AttentionExample, plot_attention, plot_bleu_by_length, plot_learning_curves
+from nmt.trainer import TRAIN_LOG
 
 
 @dataclass
@@ -75,6 +76,16 @@ class Row:
     @property
     def converged(self) -> bool:
         return all(k.converged for k in self.kept)
+
+
+def training_rates(run_dir: Path) -> list[float]:
+    """The target tokens/s of every log window of an nmt-train run (or kept row), from its
+    ``train_log.jsonl`` (none if it logged no window); a resumed run's windows are all there, in order."""
+    log_file = Path(run_dir) / TRAIN_LOG
+    if not log_file.is_file():
+        return []
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    return [float(json.loads(line)["tgt_tokens_per_s"]) for line in lines if line.strip()]
 
 
 def shared_setting(rows: list[Row], what: str, value: Any) -> Any:
@@ -139,6 +150,10 @@ def score_rows(rows: list[Row], sets: dict[str, TestSet], tokenize: str, tgt_lan
                 "parameters": row.kept[0].info["parameters"] if row.kept else None,
                 "steps": _mean_sd([float(k.info["steps"]) for k in row.kept]),
                 "train_minutes": _mean_sd([float(k.info["train_minutes"]) for k in row.kept]),
+                # median target tokens/s of each seed's log windows (those with a validation in them are few)
+                "tgt_tokens_per_s": _mean_sd(
+                    [statistics.median(r) for k in row.kept if (r := training_rates(k.folder))]
+                ),
                 "valid_bleu": _mean_sd([v for v in valid if v is not None]),
                 "bleu": bleu,
                 "chrf": chrf,

@@ -41,11 +41,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from omegaconf import DictConfig
 from starlette.exceptions import HTTPException
 
+from nmt.backend import translator_from_cfg
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.errors import ConfigError
 from nmt.paths import CONFIG_DIR
 from nmt.search import Hypothesis, SearchConfig
-from nmt.translator import Translator, search_origin, translator_from_cfg
+from nmt.translator import Translator, search_origin
 
 log = logging.getLogger(__name__)
 

@@ -525,7 +525,7 @@ class Trainer:
         """Validate every ``trainer.validate_every`` steps; write a checkpoint every ``checkpoint_every``
         steps (0: at each validation) or after ``checkpoint_every_minutes`` of training time."""
         step, validate_every = self.state.step, int(self.tcfg.validate_every)
-        checkpoint_every = int(self.tcfg.checkpoint_every) or validate_every  # 0: only at the end
+        checkpoint_every = int(self.tcfg.checkpoint_every) or validate_every  # 0: at every validation
         if validate_every and step % validate_every == 0:
             self.validate()
         if (checkpoint_every and step % checkpoint_every == 0) or self._checkpoint_due():

@@ -23,11 +23,12 @@ from typing import BinaryIO, TextIO
 import hydra
 from omegaconf import DictConfig
 
+from nmt.backend import translator_from_cfg
 from nmt.cli import report_user_errors, setup_cpu
 from nmt.data.corpus import BOM
 from nmt.errors import DataError
 from nmt.paths import CONFIG_DIR
-from nmt.translator import Translator, search_origin, translator_from_cfg
+from nmt.translator import Translator, search_origin
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,13 @@ output line is still produced) and counted in ``truncated``.
 
 Two ways to make one: ``Translator(model, src_tok, tgt_tok, search)`` around a model in memory (the
 trainer's), or :meth:`Translator.from_checkpoint` / :meth:`Translator.from_payload` from a checkpoint,
-which holds the config, the tokenizers and the weights.
+which holds the config, the tokenizers and the weights. :func:`nmt.backend.load_translator` also takes an
+``nmt-export`` directory (decoded by CTranslate2, ``nmt.ctranslate2_translator``).
 
 On a CPU, ``inter_threads`` > 1 decodes that many batches at once, each on an equal share of PyTorch's
-threads (CTranslate2's ``inter_threads`` / ``intra_threads``): a decoding step is many small products and
-element-wise ops whose fork-join over threads costs more than it gains, so two one-thread batches on two
-cores beat one two-thread batch (Multi30k Transformer, 2 cores: greedy +8-12%, beam 5 +18-26%; README,
-Benchmark). Outputs are the same; memory grows with the batches in flight. ``processes`` > 1 decodes that
-many batches at once in worker processes instead (``nmt.decode_workers``: threads of one process wait on
-each other for Python's interpreter lock), each with its own copy of the model.
+threads (as CTranslate2's ``inter_threads`` / ``intra_threads``): a decoding step is many small ops whose
+fork-join over threads costs more than it gains, so one-thread batches side by side use the cores
+better. Outputs are the same; memory grows with the batches in flight.
 """
 
 from __future__ import annotations
@@ -35,11 +33,9 @@ import yaml
 from nmt.checkpoint import load_checkpoint
 from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.tokenizer import SubwordTokenizer, shared_vocabulary, tokenizers_from_checkpoint
-from nmt.decode_workers import DecodeWorkers
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model
 from nmt.models.ensemble import Ensemble
-from nmt.models.linear import fixed_weights, keep_packed, quantize_int8
 from nmt.search import Hypothesis, SearchConfig, generate
 
 
@@ -62,14 +58,11 @@ class Translator:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     config: dict[str, Any] = field(default_factory=dict)
     inter_threads: int = 1  # batches decoded at once on a CPU, each on threads / inter_threads threads
-    truncated: int = 0  # inputs cut to max_src_len so far
-    quantization: str = "none"  # "int8": linear layers decode in int8 on a CPU (quantize_int8)
-    processes: int = 1  # batches decoded at once on a CPU in worker processes (nmt.decode_workers)
-    _workers: DecodeWorkers | None = field(default=None, init=False, repr=False, compare=False)
+    quantization: str = "none"  # "int8": a CTranslate2 model loaded with compute_type int8
+    truncated: int = field(default=0, init=False, compare=False)  # inputs cut to max_src_len so far
 
     def __post_init__(self) -> None:
         check_inter_threads(self.inter_threads)
-        check_processes(self.processes, self.inter_threads)
 
     @classmethod
     def from_payload(
@@ -79,8 +72,6 @@ class Translator:
         device: str | torch.device = "auto",
         max_tokens: int = 4096,
         inter_threads: int = 1,
-        quantization: str = "none",
-        processes: int = 1,
     ) -> Translator:
         """A ready Translator from a checkpoint's contents (config, tokenizers, ``model`` weights).
 
@@ -93,24 +84,9 @@ class Translator:
         model = build_model(cfg["model"], len(src_tok), len(tgt_tok), shared_vocab=shared_vocabulary(src_tok, tgt_tok))
         model.load_state_dict(payload["model"])
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        check_quantization(quantization, dev)
         model.to(dev).eval()
-        keep_packed(model)  # loaded to decode, never trained: packed weights serve every call
-        if quantization == "int8":
-            quantize_int8(model)
         settings = search if isinstance(search, SearchConfig) else SearchConfig.from_cfg(search, cfg.get("search"))
-        return cls(
-            model,
-            src_tok,
-            tgt_tok,
-            settings,
-            max_tokens,
-            dev,
-            cfg,
-            inter_threads,
-            quantization=quantization,
-            processes=processes,
-        )
+        return cls(model, src_tok, tgt_tok, settings, max_tokens, dev, cfg, inter_threads)
 
     @classmethod
     def from_checkpoint(
@@ -121,7 +97,6 @@ class Translator:
         max_tokens: int = 4096,
         inter_threads: int = 1,
         quantization: str = "none",
-        processes: int = 1,
         **search_options: Any,
     ) -> Translator:
         """Load once, ready to translate::
@@ -129,32 +104,24 @@ class Translator:
             translator = Translator.from_checkpoint("runs/quickstart/best.pt", beam_size=5)
             translator.translate(["Ein Hund läuft im Schnee."])
 
-        ``path``: a checkpoint file, a list of them (an ensemble: the mean of their log-probabilities,
-        decoded with the first one's settings), or a directory written by ``nmt-export`` (decoded by
-        CTranslate2). ``inter_threads``: batches decoded at once on a CPU; ``processes``: the same in
-        worker processes (module docstring; call :meth:`close` to stop them; they are spawned, so a
-        script that uses them runs under ``if __name__ == "__main__":``).
-        ``quantization``: ``int8`` decodes the linear layers in int8 on a CPU (``nmt.models.linear``; for a
-        CTranslate2 directory, its ``compute_type`` int8).
+        ``path``: a checkpoint file, or a list of them (an ensemble: the mean of their log-probabilities,
+        decoded with the first one's settings); an ``nmt-export`` directory loads with
+        :func:`nmt.backend.load_translator`. ``inter_threads``: batches decoded at once on a CPU.
+        ``quantization``: only ``none`` here; int8 decoding is CTranslate2's (:func:`check_quantization`).
         ``search_options`` (beam_size, length_penalty, max_len_a, max_len_b, n_best, need_attention) are
         merged over ``search`` (see :meth:`from_payload`).
         """
-        if search_options:
-            base = {} if search is None else dict(vars(search) if isinstance(search, SearchConfig) else search)
-            search = {**base, **search_options}
+        search = merge_search(search, search_options)
         paths = [path] if isinstance(path, str | Path) else list(path)
         if not paths:
             raise ConfigError("checkpoint=[]: give a checkpoint file, a list of them, or an nmt-export directory")
-        from nmt.ctranslate2_translator import CTranslate2Translator, is_ctranslate2_dir
-
-        if len(paths) == 1 and is_ctranslate2_dir(paths[0]):
-            if processes != 1:
-                raise ConfigError(
-                    f"processes={processes}: CTranslate2 decodes batches at once in its own threads without "
-                    "Python's lock: give inter_threads instead"
-                )
-            return CTranslate2Translator.from_directory(
-                paths[0], search, str(device), max_tokens, inter_threads, quantization
+        for p in paths:
+            if Path(p).is_dir():
+                raise ConfigError(f"{p} is a directory: an nmt-export directory loads with nmt.load_translator")
+        if check_quantization(quantization) != "none":  # int8 decoding is CTranslate2's
+            raise ConfigError(
+                f"quantization={quantization} decodes exported models only: run nmt-export checkpoint={paths[0]} "
+                f"output=DIR quantization={quantization}, then decode with checkpoint=DIR"
             )
         payloads = [load_checkpoint(p) for p in paths]
         for p, other in zip(paths[1:], payloads[1:]):
@@ -163,25 +130,13 @@ class Translator:
                     f"an ensemble's checkpoints must share their vocabularies, but {p} and {paths[0]} do not: "
                     "ensemble runs trained on the same data with the same data.tokenizer settings"
                 )
-        members = [
-            cls.from_payload(payload, search, device, max_tokens, inter_threads, quantization, processes)
-            for payload in payloads
-        ]
+        members = [cls.from_payload(payload, search, device, max_tokens, inter_threads) for payload in payloads]
         if len(members) == 1:
             return members[0]
         first = members[0]
         model = Ensemble([m.model for m in members])
         return cls(
-            model,
-            first.src_tok,
-            first.tgt_tok,
-            first.search,
-            max_tokens,
-            first.device,
-            first.config,
-            inter_threads,
-            quantization=quantization,
-            processes=processes,
+            model, first.src_tok, first.tgt_tok, first.search, max_tokens, first.device, first.config, inter_threads
         )
 
     @property
@@ -216,13 +171,8 @@ class Translator:
         return results
 
     def _decode_batches(self, batches: list[list[list[int]]]) -> list[list[list[Hypothesis]]]:
-        """:meth:`decode_batch` of each batch, in order; on a CPU up to ``processes`` at once in worker
-        processes, or up to ``inter_threads`` at once in threads, PyTorch's threads shared out among them."""
-        if self.processes > 1 and self.device.type == "cpu" and len(batches) > 1:
-            if self._workers is None:
-                threads = max(1, torch.get_num_threads() // self.processes)
-                self._workers = DecodeWorkers(self.model, self.quantization, self.processes, threads, self.search)
-            return self._workers.map(self.search, batches)
+        """:meth:`decode_batch` of each batch, in order; on a CPU up to ``inter_threads`` at once in threads,
+        PyTorch's threads shared out among them."""
         workers = min(self.inter_threads, len(batches)) if self.device.type == "cpu" else 1
         if workers == 1:
             return [self.decode_batch(b) for b in batches]
@@ -236,9 +186,9 @@ class Translator:
 
     @contextmanager
     def _decoding(self) -> Iterator[None]:
-        """Eval mode (no dropout) and fixed weights for one decoding call; a model in training (validation)
-        is put back afterwards. Set once per call, not per batch: concurrent batches must not switch
-        training back on under each other."""
+        """Eval mode (no dropout) for one decoding call; a model in training (validation) is put back
+        afterwards. Set once per call, not per batch: concurrent batches must not switch training back on
+        under each other."""
         model = self.model
         if not isinstance(model, torch.nn.Module):  # a CTranslate2 engine
             yield
@@ -246,8 +196,7 @@ class Translator:
         was_training = model.training
         model.eval()
         try:
-            with fixed_weights():
-                yield
+            yield
         finally:
             model.train(was_training)
 
@@ -283,54 +232,25 @@ class Translator:
         """The best detokenized translation of each line, in order."""
         return [self.detokenize(h[0]) for h in self.translate_nbest(lines)]
 
-    def close(self) -> None:
-        """Stop the worker processes, if ``processes`` started any (they also stop when Python exits)."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
-
 
 QUANTIZATIONS = ("none", "int8")
 
 
-def check_quantization(quantization: str, device: torch.device | None = None) -> str:
-    """``quantization`` if it is one of QUANTIZATIONS, else a ConfigError that says what to give.
-
-    With a ``device``, also that PyTorch decodes with it there: its int8 linear layers run on a CPU only
-    (CTranslate2, which passes no device, runs int8 on its GPUs too).
-    """
+def check_quantization(quantization: str) -> str:
+    """``quantization`` if it is one of QUANTIZATIONS, else a ConfigError that says what to give."""
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization={quantization}: give one of {', '.join(QUANTIZATIONS)}")
-    if quantization == "int8" and device is not None and device.type != "cpu":
-        raise ConfigError(
-            f"quantization=int8 decodes on a CPU (device={device}): use device=cpu, or on a GPU export the "
-            "checkpoint with nmt-export quantization=int8_float16 and decode that directory"
-        )
     return quantization
 
 
-def translator_from_cfg(cfg: Mapping[str, Any], search: Mapping[str, Any] | None = None) -> Translator:
-    """The Translator that a command's config asks for: ``checkpoint``, ``search`` (or the ``search``
-    given) and the options of configs/decoding.yaml (nmt-evaluate, nmt-translate, nmt-serve)."""
-    return Translator.from_checkpoint(
-        cfg["checkpoint"],
-        cfg["search"] if search is None else search,
-        cfg["device"],
-        int(cfg["max_tokens"]),
-        int(cfg["inter_threads"]),
-        str(cfg["quantization"]),
-        int(cfg["processes"]),
-    )
-
-
-def check_processes(processes: int, inter_threads: int) -> None:
-    if processes < 1:
-        raise ConfigError(f"processes={processes}: give the number of worker processes decoding at once, 1 or more")
-    if processes > 1 and inter_threads > 1:
-        raise ConfigError(
-            f"processes={processes} and inter_threads={inter_threads}: batches go at once either in threads or "
-            "in processes; give one of them"
-        )
+def merge_search(
+    search: SearchConfig | Mapping[str, Any] | None, search_options: Mapping[str, Any]
+) -> SearchConfig | Mapping[str, Any] | None:
+    """``search`` with the ``search_options`` keyword arguments over it (a mapping), or as given if none."""
+    if not search_options:
+        return search
+    base = {} if search is None else dict(vars(search) if isinstance(search, SearchConfig) else search)
+    return {**base, **search_options}
 
 
 def check_inter_threads(inter_threads: int) -> None:

@@ -25,8 +25,7 @@ same weights, exported with nmt-export to CTranslate2 float32 and int8, decode b
 same threads, same sentences). CTranslate2's beam search stops once k hypotheses have ended and divides
 by |Y| ** alpha; ours by default stops only when no live hypothesis can still win and divides by Wu et
 al.'s penalty, so ``--searches exact ctranslate2`` (the default) also decodes with CTranslate2's search
-(``search.stopping=k_finished search.length_normalization=length``): the same search, the same work;
-``--quantization none int8`` (the default) decodes our fp32 and int8 linear layers (``quantization=int8``).
+(``search.stopping=k_finished search.length_normalization=length``): the same search, the same work.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,7 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from nmt.backend import load_translator
 from nmt.cli import setup_cpu
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, collate, lengths
 from nmt.data.prepare import load_eval_set, prepare_training_data
@@ -63,7 +63,7 @@ from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
 from nmt.trainer import autocast, autocast_dtype
-from nmt.translator import QUANTIZATIONS, Translator
+from nmt.translator import Translator
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 # our beam searches the decoding rows use: name -> (search options, label suffix)
@@ -369,11 +369,9 @@ def decode_round(translator: Translator, sources: list[str], beam: int, alpha: f
 def _serve_engine(conn, path: str, device: str, inter_threads: int, threads: int) -> None:
     """Child process of :class:`EngineProcess`: build the decoder, then answer decode_round requests.
     Its search settings name the rules CTranslate2 follows (else it warns, every round, that they differ);
-    its threads and allocator are set as in this process and in our decoding workers."""
+    its threads are set as in this process."""
     setup_cpu(threads)
-    translator = Translator.from_checkpoint(
-        path, device=device, inter_threads=inter_threads, **SEARCHES["ctranslate2"][0]
-    )
+    translator = load_translator(path, device=device, inter_threads=inter_threads, **SEARCHES["ctranslate2"][0])
     conn.send("ready")
     while (request := conn.recv()) is not None:
         conn.send(decode_round(translator, *request))
@@ -382,10 +380,9 @@ def _serve_engine(conn, path: str, device: str, inter_threads: int, threads: int
 class EngineProcess:
     """A CTranslate2 decoder in a process of its own, timed there.
 
-    In one process with PyTorch, a CTranslate2 decoding left PyTorch's own decoding 20-25% slower for the
-    rest of the process (1000 test2016 sentences, 2-core AMD EPYC: greedy 494-521 -> 376-407 sent/s; its
-    OpenMP worker got a quarter less CPU time, the small attention and layer-norm ops slowed most), so an
-    in-process comparison measured the mix, not either engine. Users run one engine per process.
+    In one process with PyTorch, a CTranslate2 decoding slows PyTorch's own decoding for the rest of the
+    process (their thread pools compete), so an in-process comparison would measure the mix, not either
+    engine. Users run one engine per process.
     """
 
     def __init__(self, path: str | Path, device: str, inter_threads: int):
@@ -445,27 +442,20 @@ def decoders(
     device: torch.device,
     inter_threads: list[int],
     searches: list[str],
-    quantization: list[str],
-    processes: Sequence[int] = (),
 ) -> dict[str, Translator | EngineProcess]:
-    """Our PyTorch decoder on ``checkpoint`` with each ``quantization`` and each beam search of ``searches``
-    (:data:`SEARCHES`) and, with
-    ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with nmt-export),
-    each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with this
-    process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing the
-    threads), and ours also once per ``processes`` value above 1 (batches at once in worker processes)."""
-    # label -> the decoder for a given inter_threads and processes
-    ours: dict[str, Callable[[int, int], Translator]] = {
-        f"nmt PyTorch ({Path(checkpoint).name})" + ("" if q == "none" else f", {q}") + SEARCHES[name][1]: (
-            lambda n, p, q=q, name=name: Translator.from_checkpoint(
-                checkpoint, device=device, inter_threads=n, quantization=q, processes=p, **SEARCHES[name][0]
+    """Our PyTorch decoder on ``checkpoint`` with each beam search of ``searches`` (:data:`SEARCHES`) and,
+    with ``ctranslate2_exports``, CTranslate2 float32 and int8 on the same weights (exported with
+    nmt-export), each in a process of its own (:class:`EngineProcess`), all on ``device`` (on the CPU with
+    this process's thread count), each once per ``inter_threads`` value (batches decoded at once, sharing
+    the threads)."""
+    # label -> the decoder for a given inter_threads
+    engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
+        f"nmt PyTorch ({Path(checkpoint).name})" + SEARCHES[name][1]: (
+            lambda n, name=name: Translator.from_checkpoint(
+                checkpoint, device=device, inter_threads=n, **SEARCHES[name][0]
             )
         )
-        for q in quantization
         for name in searches
-    }
-    engines: dict[str, Callable[[int], Translator | EngineProcess]] = {
-        label: lambda n, make=make: make(n, 1) for label, make in ours.items()
     }
     if ctranslate2_exports:
         from nmt.export import export_ctranslate2
@@ -473,13 +463,11 @@ def decoders(
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)
             engines[f"CTranslate2 {quantization}"] = lambda n, d=directory: EngineProcess(d, device.type, n)
-    found = {
+    return {
         label if n == 1 else f"{label}, inter_threads {n}": make(n)
         for label, make in engines.items()
         for n in inter_threads
     }
-    found.update({f"{label}, processes {p}": make(1, p) for label, make in ours.items() for p in processes if p > 1})
-    return found
 
 
 def machine_description(device: torch.device) -> str:
@@ -575,32 +563,18 @@ def main() -> None:
         help="decode with each of these inter_threads (batches at once on the CPU, sharing its threads), e.g. 1 2",
     )
     parser.add_argument(
-        "--processes",
-        type=int,
-        nargs="+",
-        default=[],
-        help="also decode with our decoder in each of these numbers of worker processes (batches at once), e.g. 2",
-    )
-    parser.add_argument(
         "--searches",
         nargs="+",
         choices=list(SEARCHES),
         default=list(SEARCHES),
         help="our beam searches to decode with: exact (the default search), ctranslate2 (CTranslate2's rules)",
     )
-    parser.add_argument(
-        "--quantization",
-        nargs="+",
-        choices=QUANTIZATIONS,
-        default=list(QUANTIZATIONS),
-        help="our decoder's linear layers in fp32 (none) and / or int8",
-    )
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     steps, n_sent = (8, 300) if args.quick else (30, 1000)
     steps, n_sent = args.steps or steps, args.sentences or n_sent
     kinds = args.cpu_kinds.split(",")
-    setup_cpu(0)  # what nmt-train does: default threads, freed memory kept
+    setup_cpu(0)  # what nmt-train does: default threads
     device = torch.device(args.device)
     dtype = autocast_dtype(args.amp, device)
     compute_dtype = dtype or torch.float32
@@ -640,12 +614,11 @@ def main() -> None:
                 device,
                 args.inter_threads,
                 args.searches,
-                args.quantization,
-                args.processes,
             )
             results["decoding"] = bench_decoding(translators, test, n_sent, args.repeats, args.length_penalty)
             for translator in translators.values():
-                translator.close()
+                if isinstance(translator, EngineProcess):
+                    translator.close()
         for row in results["decoding"]:
             print(json.dumps(row), flush=True)
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -18,11 +18,11 @@ from conftest import tiny_config
 from test_models import TINY
 from torch.utils.flop_counter import FlopCounterMode
 
+from nmt.backend import load_translator
 from nmt.data.batching import collate
 from nmt.data.prepare import prepare_training_data
 from nmt.models import build_model
 from nmt.search import SearchConfig
-from nmt.translator import Translator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import benchmark  # noqa: E402
@@ -149,34 +149,15 @@ def test_decoding_rounds_are_timed_after_an_untimed_one():
 
 
 def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path):
-    """``--ctranslate2 --inter-threads 1 2``: PyTorch fp32 and int8 with our search and with CTranslate2's,
-    and both CTranslate2 exports, each decoding one batch at a time and two at once, on the same weights."""
+    """``--ctranslate2 --inter-threads 1 2``: PyTorch with our search and with CTranslate2's, and both
+    CTranslate2 exports, each decoding one batch at a time and two at once, on the same weights."""
     found = benchmark.decoders(
-        str(tiny_checkpoint),
-        True,
-        tmp_path,
-        torch.device("cpu"),
-        [1, 2],
-        ["exact", "ctranslate2"],
-        ["none", "int8"],
-        processes=[1, 2],
+        str(tiny_checkpoint), True, tmp_path, torch.device("cpu"), [1, 2], ["exact", "ctranslate2"]
     )
     pytorch = f"nmt PyTorch ({tiny_checkpoint.name})"
-    ours = [f"{pytorch}{q}{search}" for q in ("", ", int8") for search in ("", ", CTranslate2's search")]
-    engines = [*ours, "CTranslate2 float32", "CTranslate2 int8"]
-    in_workers = [f"{engine}, processes 2" for engine in ours]  # ours only: CTranslate2 has no interpreter lock
-    assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")] + in_workers
-    assert [t.inter_threads for t in found.values()] == [1, 2] * 6 + [1] * 4
-    assert [found[label].processes for label in in_workers] == [2] * 4
-    workers = found[f"{pytorch}, int8, processes 2"]
-    workers.max_tokens = 40  # several batches, so they go to the workers
-    assert (
-        benchmark.decode_round(workers, ["Ein Hund.", "Zwei Männer."] * 8, 5, 1.0)[1:]
-        == (benchmark.decode_round(found[f"{pytorch}, int8"], ["Ein Hund.", "Zwei Männer."] * 8, 5, 1.0)[1:])
-    )
-    assert workers._workers is not None
-    workers.close()
-    assert found[f"{pytorch}, int8"].quantization == "int8" and found[pytorch].quantization == "none"
+    engines = [pytorch, f"{pytorch}, CTranslate2's search", "CTranslate2 float32", "CTranslate2 int8"]
+    assert list(found) == [name for engine in engines for name in (engine, f"{engine}, inter_threads 2")]
+    assert [t.inter_threads for t in found.values()] == [1, 2] * 4
     theirs = found[f"{pytorch}, CTranslate2's search, inter_threads 2"]
     assert benchmark.decode_round(theirs, ["Ein Hund."], 5, 1.0)  # a round keeps the decoder's own rules
     assert (theirs.search.stopping, theirs.search.length_normalization) == ("k_finished", "length")
@@ -184,7 +165,7 @@ def test_decoders_come_once_per_inter_threads_setting(tiny_checkpoint, tmp_path)
     # CTranslate2 decodes in processes of its own (in PyTorch's process it slowed PyTorch's decoding), with
     # the output it gives in this one
     lines = ["Ein Hund.", "Zwei Männer sitzen."]
-    in_process = Translator.from_checkpoint(tmp_path / "float32", device="cpu")
+    in_process = load_translator(tmp_path / "float32", device="cpu")
     for label in ("CTranslate2 float32", "CTranslate2 float32, inter_threads 2"):
         assert isinstance(found[label], benchmark.EngineProcess)
         for beam in (1, 5):

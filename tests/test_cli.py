@@ -188,6 +188,14 @@ def test_nbest_larger_than_beam_is_refused(tiny_checkpoint):
     assert "search.n_best=5 and search.beam_size=2: need 1 <= n_best <= beam_size" in out.stderr.decode()
 
 
+def test_int8_of_a_checkpoint_is_a_one_line_error_naming_the_export(tiny_checkpoint):
+    out = cli("nmt-translate", f"checkpoint={tiny_checkpoint}", "quantization=int8", stdin=b"a\n")
+    assert out.returncode == 2
+    (line,) = [x for x in out.stderr.decode().splitlines() if "error" in x]
+    assert line.startswith("nmt-translate: error: quantization=int8")
+    assert f"nmt-export checkpoint={tiny_checkpoint} output=DIR quantization=int8" in line and "checkpoint=DIR" in line
+
+
 MMAPPED_BYTES_WITH_A_BIG_TENSOR = """
 import ctypes, sys, torch
 from nmt.cli import setup_cpu
@@ -198,7 +206,7 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
-if sys.argv[1] == "setup":
+if sys.argv[1] != "default":
     setup_cpu(1)
 before = libc.mallinfo2().hblkhd
 logits = torch.empty(8000, 8000)  # 256 MB, the size class of a batch's logits
@@ -207,15 +215,19 @@ print(libc.mallinfo2().hblkhd - before)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator settings")
-@pytest.mark.parametrize("mode", ["default", "setup"])
-def test_setup_cpu_serves_big_tensors_from_the_heap(mode):
-    """glibc would mmap (and on free unmap) a 256 MB tensor; after setup_cpu it comes from the retained heap."""
-    out = subprocess.run([sys.executable, "-c", MMAPPED_BYTES_WITH_A_BIG_TENSOR, mode], capture_output=True, text=True)
+@pytest.mark.parametrize("mode", ["default", "setup", "keep"])
+def test_setup_cpu_keeps_freed_memory_only_when_asked(mode):
+    """glibc mmaps (and on free unmaps) a 256 MB tensor; setup_cpu leaves that as it is unless
+    NMT_KEEP_FREED_MEMORY=1 asks to serve it from the retained heap."""
+    env = {**os.environ, "NMT_KEEP_FREED_MEMORY": "1" if mode == "keep" else "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", MMAPPED_BYTES_WITH_A_BIG_TENSOR, mode], capture_output=True, text=True, env=env
+    )
     if "mallinfo2" in out.stderr:
         pytest.skip("not glibc >= 2.33")
     assert out.returncode == 0, out.stderr
     mmapped = int(out.stdout)
-    assert (mmapped >= 8000 * 8000 * 4) if mode == "default" else (mmapped == 0)
+    assert (mmapped == 0) if mode == "keep" else (mmapped >= 8000 * 8000 * 4)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (Path(__file__).parents[1] / "scripts").glob("*.py")))

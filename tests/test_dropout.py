@@ -31,3 +31,20 @@ def test_each_of_the_four_elements_of_a_draw_drops_at_rate_p():
     torch.testing.assert_close(rates, torch.full((4,), 0.1), atol=0.003, rtol=0)
     odd = keep_mask(torch.Size([3, 7]), 0.5, torch.device("cpu"))  # not a multiple of four elements
     assert odd.shape == (3, 7)
+
+
+def test_only_cpu_tensors_take_the_custom_mask(monkeypatch):
+    """The cheaper mask is for CPUs: any other device (MPS, XPU, ...; here the meta device) goes to
+    ``F.dropout`` as CUDA does."""
+    calls = []
+    original = torch.nn.functional.dropout
+
+    def spy(x, p, training):
+        calls.append(x.device.type)
+        return original(x, p, training)
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", spy)
+    y = dropout(torch.ones(8, 4, device="meta"), 0.3, training=True)
+    assert y.device.type == "meta" and y.shape == (8, 4) and calls == ["meta"]
+    dropout(torch.ones(8, 4), 0.3, training=True)
+    assert calls == ["meta"]  # a CPU tensor takes the custom mask

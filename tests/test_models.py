@@ -14,9 +14,7 @@ from conftest import model_cfg
 from nmt.data.batching import pad_sequences
 from nmt.errors import ConfigError
 from nmt.models import Seq2SeqModel, build_model, select_rows
-from nmt.models import linear as linear_module
 from nmt.models.attention import AdditiveAttention, LuongAttention
-from nmt.models.linear import Linear, fixed_weights
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_gru, run_packed
 from nmt.models.transformer import LayerCache
 
@@ -178,131 +176,25 @@ def test_incremental_decoding_matches_teacher_forcing(name):
     assert torch.all(att[2, :, 3:] == 0)
 
 
-@pytest.mark.parametrize("name", ["transformer", "rnnsearch", "luong"])
-def test_decoding_logits_follow_every_change_of_the_weights(name):
-    """Decoding reads cached packed copies of the weights inside ``fixed_weights`` (each Translator call;
-    nmt/models/linear.py): a step of the trainer's fused Adam, which changes the weights in place without
-    bumping their version counter, and a loaded state dict must show in the next decoding call exactly as
-    in a pass with autograd on (which multiplies by the weights themselves). A cache that outlived the call
-    decoded every later validation with the first one's output layer."""
-    model = build_model(TINY[name], 40, 40, shared_vocab=True)
-    other = build_model(TINY[name], 40, 40, shared_vocab=True)
-    src, lengths = _batch()
-    tgt = torch.randint(4, 40, (3, 1))
-
-    def decoded() -> torch.Tensor:
-        with torch.no_grad(), fixed_weights():
-            memory = model.encode(src, lengths)
-            first = model.decode(tgt, memory, model.init_state(memory))[0]
-            assert torch.equal(model.decode(tgt, memory, model.init_state(memory))[0], first)  # from the cache
-            return first
-
-    def with_autograd() -> torch.Tensor:
-        return model(src, lengths, tgt)[0].detach()
-
-    model.eval()
-    before = decoded()
-    torch.testing.assert_close(before, with_autograd(), rtol=1e-5, atol=1e-6)
-    for optimizer in (torch.optim.SGD(model.parameters(), lr=0.5), torch.optim.Adam(model.parameters(), fused=True)):
-        previous = decoded()
-        model(src, lengths, tgt)[0].logsumexp(-1).sum().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        stepped = decoded()
-        assert not torch.allclose(stepped, previous)
-        torch.testing.assert_close(stepped, with_autograd(), rtol=1e-5, atol=1e-6)
-    model.load_state_dict(other.state_dict())
-    torch.testing.assert_close(decoded(), with_autograd(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(not linear_module.ONEDNN, reason="oneDNN's packed linear kernel is used on x86 CPUs only")
-def test_decoding_linears_multiply_packed_weights_with_the_same_result():
-    """Inside ``fixed_weights`` without gradients a Linear multiplies by a oneDNN-packed copy of its weight
-    (made once, dropped with the block), with a fused ReLU where asked; its rows equal F.linear's up to
-    rounding, whatever the shape of the input. With gradients it is F.linear itself."""
-    torch.manual_seed(0)
-    layer = Linear(48, 80)
-    x = torch.randn(2, 7, 48)
-    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
-    with torch.no_grad(), fixed_weights():
-        packed, fused = layer(x), layer(x, relu=True)
-        assert layer.weight in linear_module._PACKED  # the oneDNN path ran, not F.linear
-        assert torch.equal(layer(x[:, 2:3]), packed[:, 2:3])  # a row does not depend on its batch
-        transposed_rows = layer(x.transpose(0, 1))  # a non-contiguous input
-    assert len(linear_module._PACKED) == 0  # dropped at the end of the block
-    torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fused, reference.relu(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(transposed_rows, reference.transpose(0, 1), rtol=1e-5, atol=1e-5)
-    with fixed_weights():
-        trained = layer(x)
-        assert trained.requires_grad and layer.weight not in linear_module._PACKED
-    assert torch.equal(trained, reference)
-
-
-def test_int8_products_are_exact_at_seven_bit_weights():
-    """torch._int_mm and oneDNN's prepacked int8 kernel accumulate int8 x int8 in int32. Without VNNI (AVX2,
-    the suite's second run; AVX-512 before Cascade Lake) oneDNN adds pairs of products in 16 bits, which
-    saturate at full 8-bit weights; quantize_int8's 7-bit weights keep every sum exact, so every x86 CPU
-    computes the same integers (and, at these sizes, oneDNN's fp32 output of them is exact too)."""
-    torch.manual_seed(0)
-    levels = linear_module.WEIGHT_LEVELS
-    for rows, inner, cols in ((300, 256, 800), (5, 1024, 256), (1, 64, 40)):
-        x = torch.randint(-127, 128, (rows, inner), dtype=torch.int8)
-        w = torch.randint(-levels, levels + 1, (inner, cols), dtype=torch.int8)
-        worst = torch.full((inner, cols), levels, dtype=torch.int8)
-        worst[::2] = -levels
-        for a, b in ((x, w), (torch.full_like(x, -127), worst), (torch.full_like(x, 127), worst)):
-            exact = a.long() @ b.long()
-            assert torch.equal(torch._int_mm(a, b).long(), exact)
-            if linear_module.ONEDNN_INT8:
-                packed, zeros = linear_module._pack_int8(b)
-                product = torch.ops.onednn.qlinear_pointwise(
-                    a, 1.0, 0, packed, torch.ones(cols), zeros, None, 1.0, 0, torch.float32, "none", [], ""
-                )
-                assert torch.equal(product.long(), exact)
-
-
-def test_int8_linears_quantize_rows_and_stay_close_to_fp32():
-    """Under quantize_int8, inside fixed_weights without gradients: each input row and each weight row get
-    their own scale, so a row's result does not depend on its batch and an all-zero row (padding) gives
-    the bias exactly; the result is within the quantization error of F.linear, a ReLU is fused, a changed
-    weight is quantized again, and with gradients the layer is F.linear itself."""
-    torch.manual_seed(0)
-    layer = Linear(48, 80)
-    linear_module.quantize_int8(layer)
-    x = torch.randn(2, 7, 48)
-    x[1, 3] = 0
-    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
-    with torch.no_grad(), fixed_weights():
-        quantized, fused = layer(x), layer(x, relu=True)
-        assert torch.equal(layer(x[:, 2:3]), quantized[:, 2:3])
-        assert torch.equal(quantized[1, 3], layer.bias)
-    error = (quantized - reference).abs().max() / reference.abs().max()
-    assert 0 < error < 0.02, error  # quantized (not the fp32 path), and close
-    assert torch.equal(fused, quantized.relu())
-    with torch.no_grad():
-        layer.weight.mul_(-1)
-        with fixed_weights():
-            flipped = layer(x)
-    torch.testing.assert_close(flipped, torch.nn.functional.linear(x, layer.weight, layer.bias), atol=0.05, rtol=0)
-    with fixed_weights():
-        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
-
-
-def test_int8_linears_give_the_same_result_through_either_kernel(monkeypatch):
-    """oneDNN's prepacked int8 kernel (x86) and torch._int_mm (elsewhere) compute the same exact integers
-    and scale them in the same order, so an int8 model translates alike on every CPU."""
-    torch.manual_seed(0)
-    layer = Linear(256, 300)
-    linear_module.quantize_int8(layer)
-    x = torch.randn(37, 256)
-    results = []
-    for outputs in (1, 1 << 30):  # every product through oneDNN (where there is one), then none
-        monkeypatch.setattr(linear_module, "FUSED_INT8_OUTPUTS", outputs)
-        with torch.no_grad(), fixed_weights():
-            results.append((layer(x), layer(x, relu=True), layer(x[:1])))
-    assert (layer.weight in linear_module._INT8_PACKED) == linear_module.ONEDNN_INT8
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+def test_linear_layers_are_plain_nn_linear_under_their_checkpoint_names():
+    """Every projection is a plain ``nn.Linear`` (no custom kernels), under the parameter names that
+    checkpoints written before hold, and the feed-forward is fc2(relu(fc1(x)))."""
+    for name in ("transformer", "rnnsearch", "luong"):
+        model = build_model(TINY[name], 40, 40, shared_vocab=True)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(type(m) is torch.nn.Linear for m in linears)
+    model = build_model(TINY["transformer"], 40, 40, shared_vocab=True).eval()
+    keys = set(model.state_dict())
+    names = {
+        "encoder_layers.0.ffn.fc1.weight",
+        "encoder_layers.0.ffn.fc2.bias",
+        "decoder_layers.1.cross_attn.kv_proj.bias",
+    }
+    assert names <= keys, sorted(keys)
+    ffn = model.encoder_layers[0].ffn
+    x = torch.randn(2, 3, 32)
+    expected = torch.nn.functional.linear(torch.relu(ffn.fc1(x)), ffn.fc2.weight, ffn.fc2.bias)
+    assert torch.equal(ffn(x), expected)
 
 
 @pytest.mark.parametrize("name", ["rnnsearch", "rnnencdec"])

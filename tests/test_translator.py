@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 
 import pytest
 import torch
 from conftest import read_pairs
 
-from nmt import Translator, decode_workers
+from nmt import Translator
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.errors import ConfigError
-from nmt.metrics import corpus_scores
-from nmt.models import linear as linear_module
 from nmt.models.ensemble import Ensemble
-from nmt.translator import check_quantization
 
 
 def test_translate_returns_strings_in_order(tiny_checkpoint):
@@ -124,93 +122,32 @@ def test_inter_threads_decode_batches_at_once_with_the_same_outputs_in_order(tin
     assert together[20][0].tokens == []
 
 
-@pytest.mark.parametrize("quantization", ["none", "int8"])
-def test_processes_decode_batches_in_workers_with_the_same_outputs_in_order(tiny_checkpoint, quantization):
-    """processes=2: two worker processes of one thread each decode the batches and give, line for line
-    and score for score, what one thread gives in this process; they decode with the Translator's current
-    search settings, are started once for all calls, and stop with close()."""
-    de, _ = read_pairs("train", 48)
-    lines = [*de[:20], "", *de[20:]]
-    options = {"beam_size": 4, "length_penalty": 0.6, "max_tokens": 96, "quantization": quantization}
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        alone = Translator.from_checkpoint(tiny_checkpoint, **options)
-        expected = alone.translate_nbest(lines)
-        alone.search = dataclasses.replace(alone.search, beam_size=1)
-        expected_greedy = alone.translate_nbest(lines)
-        torch.set_num_threads(2)
-        workers = Translator.from_checkpoint(tiny_checkpoint, processes=2, **options)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(workers, "decode_batch", None)  # nothing decodes in this process
-            together = workers.translate_nbest(lines)
-            pool = workers._workers
-            workers.search = dataclasses.replace(workers.search, beam_size=1)
-            greedy = workers.translate_nbest(lines)
-            assert workers._workers is pool and pool is not None
-        processes = list(pool._pool._processes.values())
-        workers.close()
-        assert workers._workers is None and len(processes) == 2 and not any(p.is_alive() for p in processes)
-    finally:
-        torch.set_num_threads(threads)
-    for got, want in ((together, expected), (greedy, expected_greedy)):
-        assert [[h.tokens for h in hyps] for hyps in got] == [[h.tokens for h in hyps] for hyps in want]
-        assert [h[0].score for h in got] == [h[0].score for h in want]
-    assert together[20][0].tokens == []
-
-
-def test_a_decoding_worker_sets_its_threads_and_allocator(tiny_checkpoint, monkeypatch):
-    """A spawned worker starts with glibc's defaults: it sets its threads and keeps freed memory as the
-    entry points do (``setup_cpu``; it only set its threads, so its largest tensors page-faulted again
-    in every batch: int8 greedy with processes=2 ran 8% slower)."""
-    calls = []
-    monkeypatch.setattr(decode_workers, "setup_cpu", calls.append)
-    monkeypatch.setattr(decode_workers, "_model", None)
-    translator = Translator.from_checkpoint(tiny_checkpoint)
-    decode_workers._start(translator.model, "none", 1, translator.search)
-    assert calls == [1] and decode_workers._model is translator.model
-
-
-def test_inter_threads_and_processes_must_be_positive_and_not_both(tiny_checkpoint):
+def test_inter_threads_must_be_positive(tiny_checkpoint):
     with pytest.raises(ConfigError, match="inter_threads=0: give the number of batches decoded at once"):
         Translator.from_checkpoint(tiny_checkpoint, inter_threads=0)
-    with pytest.raises(ConfigError, match="processes=0: give the number of worker processes"):
-        Translator.from_checkpoint(tiny_checkpoint, processes=0)
-    with pytest.raises(ConfigError, match="processes=2 and inter_threads=2: .* give one of them"):
-        Translator.from_checkpoint(tiny_checkpoint, processes=2, inter_threads=2)
 
 
-@pytest.mark.skipif(not linear_module.ONEDNN, reason="oneDNN's packed linear kernel is used on x86 CPUs only")
-def test_a_loaded_translator_packs_its_weights_once_and_follows_a_reload(tiny_checkpoint, tmp_path):
-    """A Translator loaded from a checkpoint keeps its oneDNN-packed weights across calls (packing them
-    every call cost as much as decoding a short sentence); weights loaded later into the translator's model
-    are packed again, and the output follows them."""
-    lines, _ = read_pairs("train", 8)
-    torch.manual_seed(0)
-    translator = Translator.from_checkpoint(tiny_checkpoint, beam_size=2, device="cpu")
-    weight = translator.model.decoder_layers[0].ffn.fc1.weight
-    first = translator.translate(lines)
-    packed = linear_module._KEPT[weight][1]
-    assert translator.translate(lines) == first and linear_module._KEPT[weight][1] is packed  # not repacked
-    assert weight not in linear_module._PACKED
-    payload = load_checkpoint(tiny_checkpoint)
-    noisy = {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v for k, v in payload["model"].items()}
-    save_checkpoint(tmp_path / "noisy.pt", {**payload, "model": noisy})
-    translator.model.load_state_dict(noisy)
-    reloaded = Translator.from_checkpoint(tmp_path / "noisy.pt", beam_size=2)
-    assert translator.translate(lines) == reloaded.translate(lines) != first
-    assert linear_module._KEPT[weight][1] is not packed
-
-
-def test_int8_translator_keeps_the_memorised_translations(tiny_checkpoint):
-    """quantization=int8 (linear layers in int8 on a CPU) still translates the 64 memorised pairs, a
-    sentence decodes alone as inside its batch, and quantization names its choices and its device."""
-    de, en = read_pairs("train", 64)
-    int8 = Translator.from_checkpoint(tiny_checkpoint, beam_size=4, device="cpu", quantization="int8")
-    outputs = int8.translate(de)
-    assert corpus_scores(outputs, en).bleu > 90
-    assert [int8.translate([line])[0] for line in de[:8]] == outputs[:8]
+def test_int8_of_a_checkpoint_says_to_export_it(tiny_checkpoint):
+    """int8 decoding is CTranslate2's: a PyTorch checkpoint asked for it gets the nmt-export command that
+    makes an int8 directory, and the way to decode that directory."""
+    for path in (tiny_checkpoint, [tiny_checkpoint, tiny_checkpoint]):
+        with pytest.raises(ConfigError, match="quantization=int8") as error:
+            Translator.from_checkpoint(path, quantization="int8", device="cpu")
+        message = str(error.value)
+        assert "\n" not in message
+        assert f"nmt-export checkpoint={tiny_checkpoint} output=DIR quantization=int8" in message
+        assert "checkpoint=DIR" in message.split("quantization=int8", 2)[2]
     with pytest.raises(ConfigError, match="quantization=int4: give one of none, int8"):
         Translator.from_checkpoint(tiny_checkpoint, quantization="int4")
-    with pytest.raises(ConfigError, match="quantization=int8 decodes on a CPU"):
-        check_quantization("int8", torch.device("cuda"))
+
+
+def test_a_directory_is_for_load_translator(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory: an nmt-export directory loads with nmt.load_translator"):
+        Translator.from_checkpoint(tmp_path)
+
+
+def test_truncated_counts_and_is_no_constructor_argument():
+    """``truncated`` is the count of inputs cut so far, kept by the Translator: not an argument."""
+    assert "truncated" not in inspect.signature(Translator).parameters
+    with pytest.raises(TypeError, match="truncated"):
+        Translator(None, None, None, truncated=3)

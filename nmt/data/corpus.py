@@ -188,12 +188,6 @@ def load_split(data_cfg: Any, split: str, cache_dir: Path | None = None) -> data
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
 
 
-def iter_pairs(ds: datasets.Dataset, batch_size: int = 10_000) -> Iterator[tuple[str, str]]:
-    """Stream (src, tgt) pairs without materialising the whole corpus."""
-    for batch in ds.iter(batch_size=batch_size):
-        yield from zip(batch["src"], batch["tgt"])
-
-
 def drop_empty_pairs(ds: datasets.Dataset) -> datasets.Dataset:
     """Training only: remove pairs with an empty side, and log how many went."""
     kept = ds.filter(lambda b: [bool(s) and bool(t) for s, t in zip(b["src"], b["tgt"])], batched=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nmt.models.linear import Linear
-
 NEG_INF = float("-inf")
 
 
@@ -38,9 +36,9 @@ class AdditiveAttention(nn.Module):
 
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
         super().__init__()
-        self.W_a = Linear(query_dim, attn_dim, bias=False)
-        self.U_a = Linear(key_dim, attn_dim)
-        self.v_a = Linear(attn_dim, 1, bias=False)
+        self.W_a = nn.Linear(query_dim, attn_dim, bias=False)
+        self.U_a = nn.Linear(key_dim, attn_dim)
+        self.v_a = nn.Linear(attn_dim, 1, bias=False)
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """U_a h_j for all j, computed once per sentence: (B, S, K) -> (B, S, A)."""
@@ -84,14 +82,14 @@ class LuongAttention(nn.Module):
             raise ValueError(f"attention score {score!r} / kind {kind!r}: scores {self.SCORES}, kinds {self.KINDS}")
         self.score_name, self.kind, self.D, self.max_src_len = score, kind, window, max_src_len
         if score == "general":
-            self.W_a = Linear(hidden, hidden, bias=False)
+            self.W_a = nn.Linear(hidden, hidden, bias=False)
         elif score == "concat":
             self.concat = AdditiveAttention(hidden, hidden, hidden)
         elif score == "location":
-            self.W_loc = Linear(hidden, max_src_len)
+            self.W_loc = nn.Linear(hidden, max_src_len)
         if kind == "local_p":
-            self.W_p = Linear(hidden, hidden, bias=False)
-            self.v_p = Linear(hidden, 1, bias=False)
+            self.W_p = nn.Linear(hidden, hidden, bias=False)
+            self.v_p = nn.Linear(hidden, 1, bias=False)
 
     def project_keys(self, states: Tensor) -> Tensor:
         """Per-sentence precomputation on the encoder states h_s (B, S, H)."""

@@ -2,10 +2,9 @@
 
 The semantics of ``torch.nn.functional.dropout``, with ``p`` rounded to a multiple of 2^-16 on CPU (at
 most 7.6e-6 away: 0.1 drops with probability 0.1000061). On CPU PyTorch draws the mask with
-``bernoulli_``, one random number per element. Here each 64-bit draw gives the 16-bit random numbers of
-four elements, and the kept elements are scaled in the same pass that selects them: 3.4 ms instead of
-7.2 ms (``rand_like(x) >= p`` and two products) for a (4096, 256) activation on 2 cores, of which a
-Transformer training step has 17. CUDA keeps PyTorch's fused kernel.
+``bernoulli_``, one random number per element; here each 64-bit draw gives the 16-bit random numbers of
+four elements, and the kept elements are scaled in the same pass that selects them. Every other device
+(CUDA, MPS, XPU, ...) keeps PyTorch's own kernel.
 """
 
 from __future__ import annotations
@@ -29,6 +28,6 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p) (training only)."""
     if not training or p == 0.0:
         return x
-    if x.is_cuda or p >= 1.0:
+    if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, True)
     return torch.where(keep_mask(x.shape, p, x.device), x * (1.0 / (1.0 - p)), 0.0)

@@ -24,7 +24,6 @@ from nmt.models.attention import LuongAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import initialize, luong_init, uniform_weights_init
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
-from nmt.models.linear import Linear
 from nmt.models.rnn_encoder import LSTM, reverse_padded, run_packed
 
 
@@ -121,8 +120,8 @@ class LuongNMT(Seq2SeqModel[LuongMemory, LuongState]):
             None if att.kind == "none" else LuongAttention(h, att.score, att.kind, att.window, att.max_src_len)
         )
         # Only built when used: a parameter that never gets a gradient stops DDP at its second step.
-        self.W_c = Linear(2 * h, h, bias=False) if self.attention is not None else None
-        self.W_s = Linear(h, tgt_vocab_size)
+        self.W_c = nn.Linear(2 * h, h, bias=False) if self.attention is not None else None
+        self.W_s = nn.Linear(h, tgt_vocab_size)
         initialize(self, cfg.init, {"paper": luong_init, "uniform_weights": uniform_weights_init})
 
     @property

@@ -33,7 +33,6 @@ from nmt.models.attention import AdditiveAttention, uniform_attention
 from nmt.models.dropout import dropout
 from nmt.models.initialization import bahdanau_init, initialize
 from nmt.models.interface import EncoderOutput, Seq2SeqModel
-from nmt.models.linear import Linear, linear
 from nmt.models.rnn_encoder import run_gru
 
 
@@ -108,10 +107,10 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         self.context_dim = context_dim
         self.cell = nn.GRUCell(cfg.embed_dim + context_dim, cfg.hidden_dim)  # its weights; stepped by _gru_step
         out = 2 * cfg.maxout_dim if cfg.maxout else cfg.maxout_dim
-        self.U_o = Linear(cfg.hidden_dim, out)
-        self.V_o = Linear(cfg.embed_dim, out, bias=False)
-        self.C_o = Linear(context_dim, out, bias=False)
-        self.W_o = Linear(cfg.maxout_dim, tgt_vocab_size)
+        self.U_o = nn.Linear(cfg.hidden_dim, out)
+        self.V_o = nn.Linear(cfg.embed_dim, out, bias=False)
+        self.C_o = nn.Linear(context_dim, out, bias=False)
+        self.W_o = nn.Linear(cfg.maxout_dim, tgt_vocab_size)
 
     @property
     def model_dim(self) -> int:
@@ -133,7 +132,7 @@ class GRUDecoderModel(Seq2SeqModel[GRUMemoryT, GRUState]):
         """``nn.GRUCell`` with the input's share of the gates given, gates_in = W_ih x + b_ih (B, 3n):
         r, z = sigmoid(gates_in + W_hh s + b_hh), n = tanh(gates_in_n + r * (W_hh s + b_hh)_n),
         s' = (1 - z) n + z s (PyTorch's gate order r, z, n)."""
-        gates_h = linear(s, self.cell.weight_hh, self.cell.bias_hh)  # (B, 3n)
+        gates_h = F.linear(s, self.cell.weight_hh, self.cell.bias_hh)  # (B, 3n)
         in_r, in_z, in_n = gates_in.chunk(3, dim=-1)
         h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
         r, z = torch.sigmoid(in_r + h_r), torch.sigmoid(in_z + h_z)
@@ -186,7 +185,7 @@ class RNNSearch(GRUDecoderModel[RNNSearchMemory]):
     def __init__(self, cfg: RNNSearchConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
         super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=2 * cfg.hidden_dim)
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
-        self.W_s = Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.W_s = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.attention = AdditiveAttention(cfg.hidden_dim, 2 * cfg.hidden_dim, cfg.attention_dim)
         initialize(self, cfg.init, {"paper": bahdanau_init})
 
@@ -215,8 +214,8 @@ class RNNEncDec(GRUDecoderModel[RNNEncDecMemory]):
     def __init__(self, cfg: RNNEncDecConfig, src_vocab_size: int, tgt_vocab_size: int, shared_vocab: bool):
         super().__init__(cfg, src_vocab_size, tgt_vocab_size, context_dim=cfg.hidden_dim)
         self.encoder = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True)
-        self.V = Linear(cfg.hidden_dim, cfg.hidden_dim)
-        self.V_init = Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.V = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.V_init = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         initialize(self, cfg.init, {"paper": bahdanau_init})
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> RNNEncDecMemory:
