@@ -27,6 +27,7 @@ HOLDS, REVERSED, NOISE, BELOW, UNKNOWN = "holds", "reversed", "within noise", "b
 BETTER, WORSE = "better", "worse"  # the verdict on a change no paper made a claim about (an ablation)
 MIXED = "differs across test sets"
 NOT_CONVERGED, PENDING = "not converged", "pending"
+ONE_SEED = "one seed: no interval"  # a comparison trained with a single seed (a learning-rate grid)
 # compare.length_claims[*].expect -> the sign claimed for a BLEU drop from short to long sentences
 EXPECTED_DROP = {"drops": 1, "steady": 0}
 

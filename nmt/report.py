@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from nmt.claims import (
     EXPECTED_DROP,
     NOT_CONVERGED,
+    ONE_SEED,
     PENDING,
     combine,
     direction_verdict,
@@ -200,7 +201,8 @@ def row_claims(table: list[dict], c: DictConfig, splits: list[str]) -> dict[str,
                 "resolution": None if effect is None else effect.resolution,
                 "verdict": judged,
             }
-        row["verdict"] = _decidable(row, by_name[ref]) or combine(verdicts)
+        one_seed = min(len(row["seeds_done"]), len(by_name[ref]["seeds_done"])) < 2
+        row["verdict"] = _decidable(row, by_name[ref]) or (ONE_SEED if one_seed else combine(verdicts))
     return {"paper": bool(paper), "source": c.get("paper_source"), "scale_note": c.get("scale_note")}
 
 
@@ -283,7 +285,8 @@ def write_report(report_dir: Path, rows: list[Row], sets: dict[str, TestSet], c:
             for k in row.kept
         ]
         by_length[row.name] = [
-            {**b, "bleu": statistics.fmean(s[i]["bleu"] for s in per_seed)} for i, b in enumerate(per_seed[0])
+            {**b, "bleu": None if not b["sentences"] else statistics.fmean(s[i]["bleu"] for s in per_seed)}
+            for i, b in enumerate(per_seed[0])
         ]
     report_dir.mkdir(parents=True, exist_ok=True)
     plot_bleu_by_length(by_length, report_dir / "bleu_by_length.png", first)

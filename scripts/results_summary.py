@@ -1,10 +1,12 @@
-"""docs/results/README.md: one line per paper claim of every comparison report, and whether it holds here.
+"""docs/results/README.md: where every comparison table stands, and the verdict on each of its claims.
 
     python scripts/results_summary.py          # after nmt-compare has written docs/results/<table>/
 
-Reads each ``docs/results/<name>/results.json`` written by ``nmt-compare`` (its claims table and its
-length claims) and lists every paper-table experiment in configs/experiment/, so a table that has not
-been run yet shows up as such, with the command that runs it.
+Reads each table's ``docs/results/<compare.name>/results.json`` written by ``nmt-compare`` and lists every
+comparison in configs/experiment/, so a table that has not been run yet shows up as such, with the
+command that runs it. Per table: which rows are done, which have seeds still to train, which did not
+converge; per claim: our Δ on the table's first test set with its interval over seeds, and the verdict
+over all its test sets.
 """
 
 from __future__ import annotations
@@ -15,100 +17,131 @@ from pathlib import Path
 
 import yaml
 
-from nmt.claims import UNKNOWN
-
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 
 
-def comparison_experiments() -> dict[str, dict]:
-    """Experiment name -> its compare block, for every nmt-compare experiment."""
+# The order the tables are run in (the learning rates first); any other comparison follows, by name.
+ORDER = (
+    "lr_grid",
+    "bahdanau2014_table1",
+    "luong2015_table1",
+    "luong2015_multi30k_ablations",
+    "compare_multi30k",
+    "vaswani2017_table3",
+)
+
+
+def comparison_experiments() -> dict[str, str]:
+    """Table name (``compare.name``, its folder under docs/results) -> the experiment that runs it."""
     found = {}
     for path in sorted((REPO / "configs" / "experiment").glob("*.yaml")):
         compare = (yaml.safe_load(path.read_text()) or {}).get("compare")
         if compare:
-            found[path.stem] = compare
-    return found
+            found[str(compare.get("name", path.stem))] = path.stem
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(ORDER)), item[0])))
 
 
 def _signed(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:+.{digits}f}"
 
 
+def _interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+
+
+def _seeds(by_row: dict[str, list[int]]) -> str:
+    return "; ".join(f"{row}: seeds {', '.join(map(str, seeds))}" for row, seeds in by_row.items()) or "–"
+
+
+def status_line(name: str, results: dict) -> str:
+    """The table's rows: how many are done (every seed trained), which seeds are pending, which did not
+    converge."""
+    meta, runs = results["meta"], results["runs"]
+    done = sum(1 for r in runs if not r["seeds_pending"])
+    note = "one seed a row: no intervals, no verdicts" if len(meta["seeds"]) < 2 else ""
+    return (
+        f"| [{name}]({name}/report.md) | {done} of {len(runs)} | {_seeds(meta['pending'])} "
+        f"| {_seeds(meta['not_converged'])} | {note} |"
+    )
+
+
 def claim_lines(name: str, results: dict) -> list[str]:
-    meta, lines = results["meta"], []
+    """One line per claim: each row against its reference row (rows the paper has a number for, or every
+    row of a comparison without paper numbers), then the claims on long sentences."""
+    meta = results["meta"]
+    if len(meta["seeds"]) < 2:
+        return []
+    first = next(iter(meta["splits"]))
+    link = f"[{name}]({name}/report.md)"
+    lines = []
     for row in results["runs"]:
-        if row.get("verdict") in (None, "reference", UNKNOWN):  # UNKNOWN: a row the paper has no number for
+        if row.get("verdict") in (None, "reference"):
             continue
-        p = row.get("claim_p")
+        if meta["claims"]["paper"] and row["paper_delta"] is None:  # the paper has no number for this row
+            continue
+        ours = row["claims"][first]
         lines.append(
-            f"| [{name}]({name}/report.md) | {row['model']} vs {row['reference']} | {_signed(row['paper_delta'], 1)} "
-            f"| {_signed(row['our_delta'])} | {'–' if p is None else f'{p:.4f}'} | **{row['verdict']}** |"
+            f"| {link} | {row['model']} vs {row['reference']} | {_signed(row['paper_delta'], 1)} "
+            f"| {_interval(ours['delta'], ours['interval'])} | {first} | **{row['verdict']}** |"
         )
     for claim in (meta.get("length_claims") or {}).get("claims", []):
         measured = claim["run"] + (f" − {claim['against']}" if claim["against"] else "")
+        ours = claim["splits"][first]
         lines.append(
-            f"| [{name}]({name}/report.md) | {claim['claim']} (BLEU drop on long sentences, {measured}) "
-            f"| {claim['expect']} | {_signed(claim['our_drop'])} | {claim['p']:.4f} | **{claim['verdict']}** |"
+            f"| {link} | {claim['claim']} (BLEU drop on long sentences, {measured}) | {claim['expect']} "
+            f"| {_interval(ours['drop'], ours['interval'])} | {first} | **{claim['verdict']}** |"
         )
     return lines
 
 
-def budget_line(name: str, results: dict) -> str:
-    """How far a table's runs trained, and how many were still improving when their budget ended."""
-    runs = results["runs"]
-    steps = sorted({r["steps"] for r in runs})
-    line = f"- {name}: {' / '.join(map(str, steps))} updates per row"
-    if all("still_improving" in r for r in runs):
-        improving = sum(r["still_improving"] for r in runs)
-        line += f"; {improving} of {len(runs)} rows still improving at their last validation"
-        if improving:
-            line += " (their verdicts hold at this budget, not at convergence)"
-    return line
-
-
-def summary(results_dir: Path, experiments: dict[str, dict]) -> str:
-    """The page: the claims of every paper table under ``results_dir``, then the other comparisons (with
-    each row's verdict against its reference row where the comparison has one, as an ablation does)."""
+def summary(results_dir: Path, tables: dict[str, str]) -> str:
+    """The page for ``tables`` (name -> experiment), from their results under ``results_dir``."""
     out = [
-        "# The attention papers' claims on Multi30k",
+        "# The comparison tables on Multi30k",
         "",
-        "One line per claim of every paper table reproduced with `nmt-compare` (regenerate this page with",
-        "`python scripts/results_summary.py`). Paper Δ: the paper's change against the row it compares with",
-        "(its data and metric); our Δ: ours on Multi30k de→en test2016 (detokenized sacreBLEU), with the",
-        "paired-bootstrap p. A change no larger than the reference row's seed spread, or with p > 0.05, is",
-        "*within noise*; otherwise it *holds* (the paper's direction) or is *reversed*. Every report states",
-        "its scale gap: 29k caption pairs and a CPU budget instead of WMT and GPUs. These are our numbers on",
-        "our data, never the papers'.",
+        "Every comparison of configs/experiment/ run with `nmt-compare` (regenerate this page with",
+        "`python scripts/results_summary.py`). Every row is trained with several seeds: a row is done when all",
+        "its seeds are, pending while some are not; a seed that reached its step, epoch or time cap instead of",
+        "stopping early did not converge, and no verdict is drawn from its row. Paper Δ: the paper's change",
+        "against the row it compares with (its data and metric); our Δ: our row's mean BLEU over seeds minus",
+        "its reference row's on the table's first test set (detokenized sacreBLEU), with Welch's 95% interval",
+        "over both rows' seeds. The verdict covers every test set of the table (each report says how it is",
+        "drawn). These are our numbers on our data, never the papers'.",
         "",
-        "| table | claim | paper Δ | our Δ | p | verdict |",
-        "|---|---|---:|---:|---:|---|",
+        "## Tables",
+        "",
+        "| table | rows done | pending seeds | not converged | note |",
+        "|---|---:|---|---|---|",
     ]
-    missing, others, budgets = [], [], []
-    for name, compare in experiments.items():
+    claims = []
+    for name, experiment in tables.items():
         result_file = results_dir / name / "results.json"
-        command = f"`nmt-compare experiment={name}`"
-        if not compare.get("paper") and not compare.get("length_claims"):
-            if not result_file.is_file():
-                others.append(f"- {name} (not run yet: {command})")
-                continue
-            others.append(f"- [{name}]({name}/report.md)")
-            ablation = claim_lines(name, json.loads(result_file.read_text()))
-            if ablation:
-                others += ["", "  | table | row | paper Δ | our Δ | p | verdict |", "  |---|---|---:|---:|---:|---|"]
-                others += [f"  {line}" for line in ablation] + [""]
-        elif result_file.is_file():
-            results = json.loads(result_file.read_text())
-            out += claim_lines(name, results)
-            budgets.append(budget_line(name, results))
-        else:
-            missing.append(f"- {name}: not run yet ({command})")
-    if budgets:
-        out += ["", "## Budgets", "", *budgets]
-    if missing:
-        out += ["", "## Paper tables not run yet", "", *missing]
-    if others:
-        out += ["", "## Other comparisons (no paper numbers)", "", *others]
+        if not result_file.is_file():
+            out.append(f"| {name} | – | – | – | not run yet: `nmt-compare experiment={experiment}` |")
+            continue
+        results = json.loads(result_file.read_text())
+        if "pending" not in results["meta"]:  # written by nmt-compare before rows were trained with seeds
+            out.append(
+                f"| [{name}]({name}/report.md) | – | – | – | an older report of one seed a row; not run with seeds "
+                f"yet: `nmt-compare experiment={experiment}` |"
+            )
+            continue
+        out.append(status_line(name, results))
+        claims += claim_lines(name, results)
+    out += [
+        "",
+        "## Claims",
+        "",
+        "| table | claim | paper Δ | our Δ [95% interval] | on | verdict |",
+        "|---|---|---:|---:|---|---|",
+        *claims,
+    ]
+    if not claims:
+        out += ["", "No table has a claim to judge yet."]
     return "\n".join(out) + "\n"
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import is_comparison
 from hydra import compose, initialize_config_dir
@@ -10,6 +12,7 @@ from omegaconf import OmegaConf
 
 from nmt.compare import compose_runs
 from nmt.data.corpus import split_names
+from nmt.kept_rows import fingerprint
 from nmt.models import model_config
 from nmt.paths import CONFIG_DIR
 from nmt.search import SearchConfig
@@ -90,14 +93,30 @@ def test_every_experiment_composes_to_a_valid_model_and_search(experiment):
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+# Comparisons that train one seed a row: they choose a setting on valid BLEU and claim nothing.
+ONE_SEED = {"lr_grid_multi30k"}
+TEST_SPLITS = ["test2016", "test2017", "test2018"]
+
+
 @pytest.mark.parametrize("comparison", COMPARISONS)
 def test_every_run_of_a_comparison_composes(comparison):
+    """Every run of a comparison composes once per seed, into its own run directory, is tested on all three
+    Multi30k test sets, and is a distinct row (no two train the same thing); at least 3 seeds a row."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("compare", overrides=[f"experiment={comparison}"])
         specs = compose_runs(cfg)
-    seeds = [f"{cfg.compare.baseline}_seed{k}" for k in cfg.compare.reference_seeds]
-    assert [s.name for s in specs] == [*cfg.compare.runs, *seeds]
-    assert set(cfg.compare.paper) <= set(cfg.compare.runs) and set(cfg.compare.reference) <= set(cfg.compare.runs)
-    assert set(cfg.compare.reference.values()) <= set(cfg.compare.runs)
+    c = cfg.compare
+    seeds = list(c.seeds)
+    if comparison in ONE_SEED:  # no interval from one seed: such a comparison may claim nothing
+        assert seeds == [1] and not c.paper and not c.length_claims and not c.reference
+    else:
+        assert len(seeds) >= 3 and len(set(seeds)) == len(seeds)
+    assert [s.name for s in specs] == [f"{run}/seed{k}" for run in c.runs for k in seeds]
+    assert set(c.paper) <= set(c.runs) and set(c.reference) <= set(c.runs)
+    assert set(c.reference.values()) <= set(c.runs)
     for spec in specs:
         model_config(spec.cfg.model)
+        assert list(spec.cfg.data.test_splits) == TEST_SPLITS, spec.name
+        assert spec.cfg.trainer.seed == spec.seed
+        assert spec.run_dir == Path(c.sweep_dir) / spec.run / f"seed{spec.seed}"
+    assert len({fingerprint(s.cfg) for s in specs}) == len(specs)
