@@ -17,11 +17,11 @@ register_resolvers()
 
 def __getattr__(name: str) -> Any:
     if name == "Translator":
-        from nmt.translator import Translator
+        from nmt.decoding.translator import Translator
 
         return Translator
     if name == "load_translator":
-        from nmt.backend import load_translator
+        from nmt.decoding.backend import load_translator
 
         return load_translator
     raise AttributeError(f"module 'nmt' has no attribute {name!r}")

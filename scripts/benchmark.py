@@ -51,19 +51,19 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmt.backend import load_translator
-from nmt.cli import setup_cpu
+from nmt.cli.startup import setup_cpu
 from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, collate, lengths
 from nmt.data.prepare import load_eval_set, prepare_training_data
 from nmt.data.tokenizer import PAD_ID, shared_vocabulary
-from nmt.loss import label_smoothed_nll
-from nmt.metrics import corpus_scores
+from nmt.decoding.backend import load_translator
+from nmt.decoding.search import SearchConfig
+from nmt.decoding.translator import Translator
+from nmt.evaluation.metrics import corpus_scores
 from nmt.models import build_model
-from nmt.optim import build_optimizer
 from nmt.paths import CONFIG_DIR
-from nmt.search import SearchConfig
-from nmt.trainer import autocast, autocast_dtype
-from nmt.translator import Translator
+from nmt.training.loss import label_smoothed_nll
+from nmt.training.optim import build_optimizer
+from nmt.training.trainer import autocast, autocast_dtype
 
 MODELS = ["transformer_small", "rnnsearch", "rnnencdec", "luong"]
 # our beam searches the decoding rows use: name -> (search options, label suffix)
@@ -458,7 +458,7 @@ def decoders(
         for name in searches
     }
     if ctranslate2_exports:
-        from nmt.export import export_ctranslate2
+        from nmt.decoding.export import export_ctranslate2
 
         for quantization in ("float32", "int8"):
             directory = export_ctranslate2(checkpoint, work / quantization, quantization)

@@ -32,11 +32,11 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from nmt.data.prepare import load_eval_set, prepare_training_data
-from nmt.metrics import corpus_bleu
+from nmt.decoding.translator import Translator
+from nmt.evaluation.metrics import corpus_bleu
+from nmt.experiments.report import training_rates
 from nmt.paths import CONFIG_DIR
-from nmt.report import training_rates
-from nmt.run_config import data_config_for
-from nmt.translator import Translator
+from nmt.training.run_config import data_config_for
 
 BEAM, ALPHA = 5, 1.0
 # Decoding batch sizes (tokens) tried with both toolkits; each toolkit is compared at its faster one
@@ -175,7 +175,7 @@ def train_ours(work: Path, data_root: Path, steps: int) -> None:
         "trainer.validate_every=0",
         "data.test_splits=[]",
     ]
-    run_logged([sys.executable, "-m", "nmt.train", *overrides], work / "nmt_train.log")
+    run_logged([sys.executable, "-m", "nmt.cli.train", *overrides], work / "nmt_train.log")
 
 
 def decode_ours(work: Path, data_root: Path, tokens: int) -> dict:

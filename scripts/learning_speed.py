@@ -8,11 +8,11 @@ or to the trainer slowed it down. The margin is far above what float rounding mo
 thread counts), far below what a real regression costs.
 
     python scripts/learning_speed.py                    # check every model against the record
-    python scripts/learning_speed.py --models luong model.init=pytorch   # what-if: extra nmt-train overrides
+    python scripts/learning_speed.py model.init=pytorch --models luong   # what-if: extra nmt-train overrides
     python scripts/learning_speed.py --record           # re-measure and write the record (commit it with the
                                                         # change that moved it, and say why)
 
-The suite runs the check (tests/test_learning_speed.py); the data root is ``$NMT_DATA_ROOT``
+The suite runs the check (tests/integration/test_learning_speed.py); the data root is ``$NMT_DATA_ROOT``
 (a folder holding multi30k/) or the hub.
 """
 
@@ -58,7 +58,7 @@ def overrides(model: str, steps: int, run_dir: Path) -> list[str]:
 def valid_nll(model: str, steps: int, extra: list[str], workdir: Path) -> float:
     """Train ``model`` for ``steps`` updates in a fresh run directory; its validation NLL at the end."""
     run_dir = workdir / model
-    command = [sys.executable, "-m", "nmt.train", *overrides(model, steps, run_dir), *extra]
+    command = [sys.executable, "-m", "nmt.cli.train", *overrides(model, steps, run_dir), *extra]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from nmt import translator as translator_module
-from nmt.cli import setup_cpu
+from nmt.cli.startup import setup_cpu
 from nmt.data.prepare import load_eval_set
-from nmt.metrics import corpus_scores
+from nmt.decoding import translator as translator_module
+from nmt.decoding.search import SearchConfig, generate
+from nmt.decoding.translator import Translator
+from nmt.evaluation.metrics import corpus_scores
 from nmt.paths import REPO_ROOT, data_root
-from nmt.run_config import data_config_for
-from nmt.search import SearchConfig, generate
-from nmt.translator import Translator
+from nmt.training.run_config import data_config_for
 
 
 def search_at(revision: str):
-    """The ``nmt.search`` module as it was at ``revision``."""
+    """The ``nmt.decoding.search`` module as it was at ``revision``."""
     source = subprocess.run(
         ["git", "show", f"{revision}:nmt/search.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout

@@ -18,6 +18,14 @@ from nmt.paths import CONFIG_DIR, REPO_ROOT
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ["HF_HUB_OFFLINE"] = "1"  # data.source=auto falls back to the hub: tests never reach out (nor wait)
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """tests/unit: seconds, no training; tests/integration: training, DDP, servers, browsers. Each test gets
+    its tier's marker, so ``pytest -m unit`` selects as ``pytest tests/unit`` does."""
+    for item in items:
+        item.add_marker("integration" if "integration" in item.path.parts else "unit")
+
+
 DATA_ROOT = Path(os.environ.get("NMT_DATA_ROOT") or REPO_ROOT.parent / "shared" / "data")
 MULTI30K = DATA_ROOT / "multi30k"
 N_PAIRS = 64
@@ -134,7 +142,7 @@ def tiny_overrides(root: Path, cache: Path, run_dir: Path, model: str, extra: li
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_root: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """best.pt of a tiny Transformer that has memorised the 64 pairs."""
-    from nmt.train import run
+    from nmt.training.run import run
 
     run_dir = tmp_path_factory.mktemp("tiny_transformer")
     run(tiny_config(tiny_root, cache_dir, run_dir, "transformer"))
@@ -193,3 +201,27 @@ def model_cfg(arch: str, **overrides) -> dict:
     for key, value in overrides.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
     return cfg
+
+
+# build_model configs of tiny models of every architecture (unit tests and the benchmark's tests)
+TINY = {
+    "transformer": model_cfg("transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2),
+    "rnnsearch": model_cfg("rnnsearch", embed_dim=16, hidden_dim=24, attention_dim=20, maxout_dim=12),
+    "rnnencdec": model_cfg("rnnencdec", embed_dim=16, hidden_dim=24, maxout_dim=12),
+    "luong": model_cfg(
+        "luong",
+        embed_dim=16,
+        hidden_dim=24,
+        layers=2,
+        input_feed=True,
+        attention={"score": "concat", "kind": "local_p", "window": 2},
+    ),
+    "luong-nofeed": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, input_feed=False),
+    "luong-brnn": model_cfg("luong", embed_dim=16, hidden_dim=24, layers=2, encoder="bidirectional"),
+    "transformer-learned-positions": model_cfg(
+        "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, positions="learned"
+    ),
+    "transformer-small-keys": model_cfg(
+        "transformer", d_model=32, ff_dim=64, heads=4, encoder_layers=2, decoder_layers=2, key_dim=4
+    ),
+}

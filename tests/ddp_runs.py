@@ -12,8 +12,8 @@ import sys
 
 from conftest import compose_train
 
-from nmt.distributed import init_distributed, shutdown
-from nmt.train import train_and_evaluate
+from nmt.training.distributed import init_distributed, shutdown
+from nmt.training.run import train_and_evaluate
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Scoring: sacreBLEU / chrF with signatures, and decoding + scoring a whole split."""

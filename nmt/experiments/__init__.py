@@ -1,0 +1,1 @@
+"""The papers' comparisons: runs over seeds, kept rows, the verdicts' statistics, reports and plots."""

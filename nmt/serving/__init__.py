@@ -1,0 +1,1 @@
+"""The HTTP translation server and its page."""

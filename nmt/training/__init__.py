@@ -1,0 +1,1 @@
+"""Training: the loop (trainer), loss, optimisers and schedules, checkpoints, DDP, one run end to end."""

@@ -1,0 +1,82 @@
+"""Fault injection: a training process killed (SIGKILL) or stopped (SIGTERM) at a random moment, then
+rerun with the same command, ends with exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import subprocess_overrides
+
+from nmt.training.checkpoint import load_checkpoint, step_checkpoints
+
+BIN = Path(sys.executable).parent
+STEPS = 60
+
+
+def train_cmd(root: Path, cache: Path, run_dir: Path) -> list[str]:
+    extra = [
+        "model.dropout=0.1",
+        "trainer.max_tokens=500",
+        f"trainer.max_steps={STEPS}",
+        "trainer.checkpoint_every=3",
+        "trainer.keep_last=2",
+        "trainer.scheduler.warmup=10",
+    ]
+    return [str(BIN / "nmt-train"), *subprocess_overrides(root, cache, run_dir, *extra)]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(step_checkpoints(run_dir)[0])
+    assert ckpt["trainer"]["step"] == STEPS
+    return ckpt["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_root, cache_dir, tmp_path_factory) -> dict[str, torch.Tensor]:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(train_cmd(tiny_root, cache_dir, run_dir), env=ENV, check=True, capture_output=True, timeout=300)
+    return final_weights(run_dir)
+
+
+def _newest_step(run_dir: Path) -> int:
+    found = step_checkpoints(run_dir)
+    return int(found[0].stem.split("_")[1]) if found else 0
+
+
+def _interrupt_when_running(proc: subprocess.Popen, run_dir: Path, sig: int, seed: int) -> None:
+    """Send ``sig`` as soon as a random checkpoint (step 3..30) is on disk, i.e. mid-run."""
+    target = 3 * random.Random(seed).randint(1, 10)
+    deadline = time.monotonic() + 240
+    while _newest_step(run_dir) < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.wait(timeout=240)
+
+
+@pytest.mark.parametrize("sig, seed", [(signal.SIGKILL, 1), (signal.SIGKILL, 2), (signal.SIGTERM, 3)])
+def test_interrupted_run_resumes_to_the_same_weights(reference, tiny_root, cache_dir, tmp_path, sig, seed):
+    cmd = train_cmd(tiny_root, cache_dir, tmp_path)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _interrupt_when_running(proc, tmp_path, sig, seed)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    else:
+        assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+        assert b"rerun the same command to resume" in proc.stdout.read()
+    assert 0 < _newest_step(tmp_path) < STEPS
+    done = subprocess.run(cmd, env=ENV, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    got = final_weights(tmp_path)
+    for k, v in reference.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=0, msg=k)
