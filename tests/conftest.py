@@ -191,6 +191,16 @@ PAPER_MODELS = {
 }
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def model_cfg(arch: str, **overrides) -> dict:
     """configs/model/<the paper config of ``arch``>.yaml as a dict, with ``overrides`` merged in (nested
     dicts merge key by key), ready for ``build_model``."""

@@ -8,23 +8,17 @@ says why.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
-from conftest import DATA_ROOT
+from conftest import DATA_ROOT, load_script
 
 from nmt.paths import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "learning_speed.py"
-
 
 def _guard():
-    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("learning_speed")
 
 
 def test_every_cpu_model_learns_as_fast_as_recorded(monkeypatch: pytest.MonkeyPatch):

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+
+from conftest import load_script
 
 from nmt.paths import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "learning_speed.py"
-
 
 def _guard():
-    spec = importlib.util.spec_from_file_location("learning_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("learning_speed")
 
 
 def test_the_check_flags_a_model_that_learns_markedly_slower():
