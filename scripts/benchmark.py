@@ -61,6 +61,7 @@ from nmt.decoding.translator import Translator
 from nmt.evaluation.metrics import corpus_scores
 from nmt.models import build_model
 from nmt.paths import CONFIG_DIR
+from nmt.training.config import TrainerConfig
 from nmt.training.loss import label_smoothed_nll
 from nmt.training.optim import build_optimizer
 from nmt.training.trainer import autocast, autocast_dtype
@@ -220,7 +221,7 @@ class TrainingBench:
         self.model = build_model(
             cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
         ).to(device)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.trainer.optimizer)
+        self.optimizer = build_optimizer(self.model.parameters(), TrainerConfig.from_cfg(cfg.trainer).optimizer)
         src_lens, tgt_lens = lengths(data.train)
         sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens, shuffle=True, seed=1, rows=data.train_rows)
         batches = []

@@ -14,43 +14,43 @@ Every line is stripped of surrounding white space and of a UTF-8 byte-order mark
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from nmt.data.config import DataConfig
 from nmt.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-SOURCES = ("auto", "local", "hub")
 BOM = "\ufeff"
+# The data functions take the typed config (nmt.data.config); a DictConfig or dict (tests, scripts) is
+# typed, and checked, on the way in.
+DataSection = DataConfig | Mapping[str, Any]
 
 
-def _hub_splits(data_cfg: Any) -> dict[str, str]:
-    """Split name -> hub split name (empty for a dataset config without a ``hub`` block)."""
-    return data_cfg.get("hub", {}).get("splits", {})
-
-
-def split_names(data_cfg: Any) -> list[str]:
+def split_names(data_cfg: DataSection) -> list[str]:
     """All split names the dataset config knows, in config order."""
+    data_cfg = DataConfig.of(data_cfg)
     if data_cfg.source == "hub":
         return list(data_cfg.hub.splits)
     if data_cfg.source == "auto":
-        return list(dict.fromkeys([*data_cfg.splits, *_hub_splits(data_cfg)]))
+        return list(dict.fromkeys([*data_cfg.splits, *data_cfg.hub.splits]))
     return list(data_cfg.splits)
 
 
-def _check_split(data_cfg: Any, split: str) -> None:
+def _check_split(data_cfg: DataConfig, split: str) -> None:
     names = split_names(data_cfg)
     if split not in names:
         raise DataError(f"dataset '{data_cfg.name}' has no split '{split}'; choose one of: {', '.join(names)}")
 
 
-def local_split_paths(data_cfg: Any, split: str) -> tuple[Path, Path]:
+def local_split_paths(data_cfg: DataSection, split: str) -> tuple[Path, Path]:
     """Source and target file of a split of a local dataset."""
+    data_cfg = DataConfig.of(data_cfg)
     _check_split(data_cfg, split)
     folder = Path(data_cfg.root) / data_cfg.local_dir
     stem = data_cfg.splits[split]
@@ -143,24 +143,23 @@ def _hub_rows(ds: datasets.Dataset, src_lang: str, tgt_lang: str) -> datasets.Da
     return ds.map(pick, batched=True, remove_columns=ds.column_names)
 
 
-def split_source(data_cfg: Any, split: str) -> str:
+def split_source(data_cfg: DataSection, split: str) -> str:
     """``local`` or ``hub``: where ``split`` is read from under ``data.source`` (auto: local files if present)."""
-    if data_cfg.source not in SOURCES:
-        raise DataError(f"data.source={data_cfg.source!r}: use 'auto', 'local' or 'hub'")
+    data_cfg = DataConfig.of(data_cfg)
     _check_split(data_cfg, split)
     if data_cfg.source != "auto":
         return data_cfg.source
     local = split in data_cfg.splits and all(p.is_file() for p in local_split_paths(data_cfg, split))
-    chosen = "local" if local or split not in _hub_splits(data_cfg) else "hub"
+    chosen = "local" if local or split not in data_cfg.hub.splits else "hub"
     where = Path(data_cfg.root) / data_cfg.local_dir if chosen == "local" else f"hub dataset {data_cfg.hub.path}"
     log.info("data.source=auto: split '%s' of %s from %s", split, data_cfg.name, where)
     return chosen
 
 
-def _load_hub_split(data_cfg: Any, split: str) -> datasets.Dataset:
+def _load_hub_split(data_cfg: DataConfig, split: str) -> datasets.Dataset:
     hub = data_cfg.hub
     try:
-        ds = datasets.load_dataset(hub.path, hub.get("name"), split=hub.splits[split])
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
     except Exception as e:  # no internet, unknown dataset, missing split: all end the same way for the user
         local = ", ".join(str(p) for p in local_split_paths(data_cfg, split)) if split in data_cfg.splits else None
         also = f"; no local files either ({local})" if data_cfg.source == "auto" and local else ""
@@ -173,12 +172,13 @@ def _load_hub_split(data_cfg: Any, split: str) -> datasets.Dataset:
     return _hub_rows(ds, data_cfg.src_lang, data_cfg.tgt_lang)
 
 
-def load_split(data_cfg: Any, split: str, cache_dir: Path | None = None) -> datasets.Dataset:
+def load_split(data_cfg: DataSection, split: str, cache_dir: Path | None = None) -> datasets.Dataset:
     """Load one split as a Dataset with columns ``src`` and ``tgt`` (order and count kept as in the source).
 
     With ``cache_dir`` a local split is streamed into a memory-mapped Arrow cache (training corpora);
     without, it is read into memory (evaluation sets).
     """
+    data_cfg = DataConfig.of(data_cfg)
     if split_source(data_cfg, split) == "hub":
         return _load_hub_split(data_cfg, split)
     paths = local_split_paths(data_cfg, split)

@@ -7,13 +7,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
 
 from nmt.data.batching import encode_corpus, lengths, rows_within
-from nmt.data.corpus import drop_empty_pairs, load_split, read_parallel_files
+from nmt.data.config import DataConfig
+from nmt.data.corpus import DataSection, drop_empty_pairs, load_split, read_parallel_files
 from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers, moses_languages
 from nmt.errors import DataError
 
@@ -39,7 +39,7 @@ class TrainingData:
     tgt_tok: SubwordTokenizer
 
 
-def load_eval_set(data_cfg: Any, split: str, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer) -> EvalSet:
+def load_eval_set(data_cfg: DataSection, split: str, src_tok: SubwordTokenizer, tgt_tok: SubwordTokenizer) -> EvalSet:
     """Load and encode an evaluation split without filtering, dropping or reordering anything."""
     raw = load_split(data_cfg, split)
     return EvalSet(split, encode_corpus(raw, src_tok, tgt_tok), raw["src"], raw["tgt"])
@@ -71,17 +71,18 @@ def word_counts(raw: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(counts["src_words"], dtype=np.int32), np.asarray(counts["tgt_words"], dtype=np.int32)
 
 
-def worker_processes(data_cfg: Any, rows: int) -> int | None:
+def worker_processes(data_cfg: DataSection, rows: int) -> int | None:
     """Processes for tokenizing a training corpus: ``data.num_proc`` (null: one per core, at most 8);
     corpora under 200k pairs are done in-process, where starting workers would cost more than it saves."""
     if rows < 200_000:
         return None
-    wanted = data_cfg.get("num_proc") or min(8, os.cpu_count() or 1)
-    return int(wanted) if int(wanted) > 1 else None
+    wanted = DataConfig.of(data_cfg).num_proc or min(8, os.cpu_count() or 1)
+    return wanted if wanted > 1 else None
 
 
-def prepare_training_data(data_cfg: Any) -> TrainingData:
+def prepare_training_data(data_cfg: DataSection) -> TrainingData:
     """Load train/valid, train or reuse the sentencepiece model(s), encode and length-filter train."""
+    data_cfg = DataConfig.of(data_cfg)
     cache_dir = Path(data_cfg.cache_dir)
     train_raw = drop_empty_pairs(load_split(data_cfg, data_cfg.train_split, cache_dir / "raw"))
     # The datasets fingerprint of a cached corpus follows its files (local) or hub revision; hashing the
@@ -95,9 +96,9 @@ def prepare_training_data(data_cfg: Any) -> TrainingData:
     train = encode_corpus(
         train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
     )
-    rows = rows_within(*lengths(train), int(data_cfg.max_len))
-    if data_cfg.get("max_words") is not None:
-        rows = np.intersect1d(rows, rows_within(*word_counts(train_raw), int(data_cfg.max_words), "words"))
+    rows = rows_within(*lengths(train), data_cfg.max_len)
+    if data_cfg.max_words is not None:
+        rows = np.intersect1d(rows, rows_within(*word_counts(train_raw), data_cfg.max_words, "words"))
     log.info("training pairs: %d (vocab src %d, tgt %d)", len(rows), len(src_tok), len(tgt_tok))
     valid = load_eval_set(data_cfg, data_cfg.valid_split, src_tok, tgt_tok)
     return TrainingData(train, rows, valid, src_tok, tgt_tok)

@@ -13,18 +13,17 @@ import hashlib
 import io
 import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 import sentencepiece as spm
 import torch
-from omegaconf import OmegaConf
 from sentencepiece import sentencepiece_model_pb2
 
-from nmt.data.pretokenize import PRETOKENIZERS, MosesPretokenizer
-from nmt.errors import ConfigError
+from nmt.data.config import DataConfig, TokenizerConfig
+from nmt.data.pretokenize import MosesPretokenizer
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +91,15 @@ class SubwordTokenizer:
         return hashlib.sha256(self.model_proto).hexdigest()[:16]
 
 
-def _train_sentencepiece(sentences: Iterable[str], tok_cfg: Any) -> bytes:
+def _train_sentencepiece(sentences: Iterable[str], tok_cfg: TokenizerConfig) -> bytes:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=model,
-        vocab_size=int(tok_cfg.vocab_size),
-        model_type=str(tok_cfg.model_type),
-        character_coverage=float(tok_cfg.character_coverage),
-        input_sentence_size=int(tok_cfg.input_sentence_size),
+        vocab_size=tok_cfg.vocab_size,
+        model_type=tok_cfg.model_type,
+        character_coverage=tok_cfg.character_coverage,
+        input_sentence_size=tok_cfg.input_sentence_size,
         shuffle_input_sentence=True,
         pad_id=PAD_ID,
         unk_id=UNK_ID,
@@ -153,12 +152,11 @@ def _cached(cache_dir: Path, key: str, build) -> bytes:
     return proto
 
 
-def moses_languages(data_cfg: Any) -> tuple[str | None, str | None]:
+def moses_languages(data_cfg: DataConfig | Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The languages to Moses-tokenize source and target in (None, None without pretokenization)."""
-    pretokenize = str(data_cfg.tokenizer.get("pretokenize") or "none")
-    if pretokenize not in PRETOKENIZERS:
-        raise ConfigError(f"data.tokenizer.pretokenize={pretokenize!r}: use {' or '.join(PRETOKENIZERS)}")
-    return (str(data_cfg.src_lang), str(data_cfg.tgt_lang)) if pretokenize == "moses" else (None, None)
+    data_cfg = DataConfig.of(data_cfg)
+    moses = data_cfg.tokenizer.pretokenize == "moses"
+    return (data_cfg.src_lang, data_cfg.tgt_lang) if moses else (None, None)
 
 
 def shared_vocabulary(src: SubwordTokenizer, tgt: SubwordTokenizer) -> bool:
@@ -179,10 +177,13 @@ def checkpoint_tokenizers(src: SubwordTokenizer, tgt: SubwordTokenizer) -> dict[
     return toks
 
 
-def tokenizers_from_checkpoint(payload: dict[str, Any], data_cfg: Any) -> tuple[SubwordTokenizer, SubwordTokenizer]:
-    """The tokenizers :func:`checkpoint_tokenizers` stored, behind the run's Moses stage if it had one."""
+def tokenizers_from_checkpoint(
+    payload: Mapping[str, Any], data_cfg: DataConfig | Mapping[str, Any]
+) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The tokenizers :func:`checkpoint_tokenizers` stored, behind the run's Moses stage if it had one
+    (``data_cfg``: the run's data config, as the checkpoint saved it)."""
     toks = payload["tokenizers"]
-    src_lang, tgt_lang = moses_languages(OmegaConf.create(data_cfg))
+    src_lang, tgt_lang = moses_languages(data_cfg)
     src = SubwordTokenizer(bytes(toks["src"].numpy().tobytes()), src_lang)
     if "tgt" not in toks:
         return src, src.for_language(tgt_lang)
@@ -191,19 +192,20 @@ def tokenizers_from_checkpoint(payload: dict[str, Any], data_cfg: Any) -> tuple[
 
 def load_or_train_tokenizers(
     train: datasets.Dataset,
-    tok_cfg: Any,
+    tok_cfg: TokenizerConfig | Mapping[str, Any],
     cache_dir: str | Path,
     fingerprint: str | None = None,
     moses: tuple[str | None, str | None] = (None, None),
 ) -> tuple[SubwordTokenizer, SubwordTokenizer]:
     """Source and target tokenizers (the same vocabulary when ``tok_cfg.joint``), trained on the
     training split as the model will see it (Moses-tokenized in the ``moses`` languages, if given)."""
-    cache_dir = Path(cache_dir)
+    tok_cfg, cache_dir = TokenizerConfig.of(tok_cfg), Path(cache_dir)
     fingerprint = fingerprint or corpus_fingerprint(train)
+    # The settings that decide the model, as text: part of its cache key.
     settings = f"{tok_cfg.vocab_size}-{tok_cfg.model_type}-{tok_cfg.character_coverage}-{tok_cfg.input_sentence_size}"
     if moses != (None, None):
         settings += f"-moses-{moses[0]}-{moses[1]}"
-    limit = int(tok_cfg.input_sentence_size)
+    limit = tok_cfg.input_sentence_size
     pre = {column: MosesPretokenizer(lang) if lang else None for column, lang in zip(("src", "tgt"), moses)}
 
     def side(column: str) -> Iterator[str]:

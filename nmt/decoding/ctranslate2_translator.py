@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 import yaml
-from omegaconf import OmegaConf
 
 from nmt.data.tokenizer import SubwordTokenizer, moses_languages
 from nmt.decoding.search import Hypothesis, SearchConfig
@@ -70,7 +69,7 @@ class CTranslate2Translator(Translator):
             raise ConfigError(f"{path} is a CTranslate2 model: pip install ctranslate2 to decode it") from None
         path = Path(path)
         cfg = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        src_lang, tgt_lang = moses_languages(OmegaConf.create(cfg["data"]))
+        src_lang, tgt_lang = moses_languages(cfg["data"])
         src_tok = SubwordTokenizer((path / SOURCE_SPM).read_bytes(), src_lang)
         target = path / TARGET_SPM
         shared = not target.is_file()

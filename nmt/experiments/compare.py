@@ -28,6 +28,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from nmt.data.config import DataConfig
 from nmt.data.corpus import load_split
 from nmt.data.prepare import prepare_training_data
 from nmt.decoding.translator import Translator
@@ -37,6 +38,7 @@ from nmt.experiments.kept_rows import ROW_FILE, KeptRow, fingerprint, keep_row, 
 from nmt.experiments.plots import AttentionExample
 from nmt.experiments.report import Row, TestSet, write_report
 from nmt.training.checkpoint import evaluation_checkpoint, latest_checkpoint
+from nmt.training.config import TrainerConfig
 from nmt.training.run_config import computed_settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,11 @@ def compose_runs(cfg: DictConfig) -> list[RunSpec]:
             try:
                 run_cfg = hydra.compose("train", overrides=overrides)
             except Exception as e:  # Hydra's own message names the bad override
+                raise ConfigError(f"compare.runs.{name}: {e}") from e
+            try:  # a mistyped option stops the comparison now, not when its run's turn comes
+                TrainerConfig.from_cfg(run_cfg.trainer)
+                DataConfig.from_cfg(run_cfg.data)
+            except ConfigError as e:
                 raise ConfigError(f"compare.runs.{name}: {e}") from e
             specs.append(RunSpec(str(name), seed, overrides, run_cfg))
     return specs
@@ -212,7 +219,8 @@ def load_run_translator(spec: RunSpec, device: str) -> Translator:
     """The weights ``eval.checkpoint`` selects (best / last / average), ready to decode."""
     eval_cfg = spec.cfg.eval
     _, payload = evaluation_checkpoint(spec.run_dir, str(eval_cfg.checkpoint), int(eval_cfg.average_last))
-    return Translator.from_payload(payload, spec.cfg.search, device, int(spec.cfg.trainer.eval_max_tokens))
+    max_tokens = TrainerConfig.from_cfg(spec.cfg.trainer).eval_max_tokens
+    return Translator.from_payload(payload, spec.cfg.search, device, max_tokens)
 
 
 def heatmap_rows(sources: list[str], count: int, max_words: int) -> list[int]:
@@ -285,18 +293,19 @@ def collect_rows(specs: list[RunSpec], report_dir: Path) -> tuple[dict[str, Kept
 
 def test_sets(specs: list[RunSpec]) -> dict[str, TestSet]:
     """The comparison's test splits (``data.test_splits``, the same for every run), raw text."""
-    first = specs[0].cfg.data
+    first = DataConfig.from_cfg(specs[0].cfg.data)
     for spec in specs:
-        if list(spec.cfg.data.test_splits) != list(first.test_splits) or spec.cfg.data.name != first.name:
+        data = DataConfig.from_cfg(spec.cfg.data)
+        if data.test_splits != first.test_splits or data.name != first.name:
             raise ConfigError(
-                f"run {spec.name!r} is tested on {spec.cfg.data.name} {list(spec.cfg.data.test_splits)}, "
+                f"run {spec.name!r} is tested on {data.name} {list(data.test_splits)}, "
                 f"{specs[0].name!r} on {first.name} {list(first.test_splits)}: set data and data.test_splits "
                 "in compare.common"
             )
     sets = {}
     for split in first.test_splits:
-        raw = load_split(first, str(split))
-        sets[str(split)] = TestSet(list(raw["src"]), list(raw["tgt"]))
+        raw = load_split(first, split)
+        sets[split] = TestSet(list(raw["src"]), list(raw["tgt"]))
     return sets
 
 

@@ -19,14 +19,16 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nmt.cli.startup import setup_cpu
+from nmt.data.config import DataConfig
 from nmt.data.prepare import TrainingData, load_eval_set, prepare_training_data
 from nmt.data.tokenizer import checkpoint_tokenizers, shared_vocabulary
 from nmt.decoding.search import SearchConfig
 from nmt.decoding.translator import pick_device
 from nmt.errors import ConfigError
 from nmt.evaluation.split_scores import evaluate_set, print_score
-from nmt.models import build_model
+from nmt.models import build_model, model_config
 from nmt.training.checkpoint import evaluation_checkpoint, latest_checkpoint, step_checkpoints
+from nmt.training.config import TrainerConfig
 from nmt.training.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.training.run_config import comparable_config
 from nmt.training.trainer import Trainer
@@ -79,28 +81,37 @@ def evaluate_test_sets(cfg: DictConfig, trainer: Trainer, run_dir: Path) -> dict
         "test": {},
     }
     print(f"evaluating {which} with {translator.search.describe()}")
-    for split in cfg.data.test_splits:
-        eval_set = load_eval_set(cfg.data, split, translator.src_tok, translator.tgt_tok)
+    data_cfg = DataConfig.from_cfg(cfg.data)
+    for split in data_cfg.test_splits:
+        eval_set = load_eval_set(data_cfg, split, translator.src_tok, translator.tgt_tok)
         score = evaluate_set(translator, eval_set, run_dir / "eval", str(cfg.eval.tokenize))
         print_score(split, score)
         results["test"][split] = score.to_dict()
     return results
 
 
-def _prepare_data(cfg: DictConfig, ctx: DistContext) -> TrainingData:
+def _prepare_data(data_cfg: DataConfig, ctx: DistContext) -> TrainingData:
     """Rank 0 trains the tokenizer and writes the caches; the other ranks then read them."""
     if ctx.is_main:
-        data = prepare_training_data(cfg.data)
+        data = prepare_training_data(data_cfg)
     barrier(ctx)
     if not ctx.is_main:
-        data = prepare_training_data(cfg.data)
+        data = prepare_training_data(data_cfg)
     return data
+
+
+def checked_config(cfg: DictConfig) -> tuple[TrainerConfig, DataConfig]:
+    """The typed trainer and data sections, the model section checked too: an unknown, missing or mistyped
+    option stops the run before any data is prepared."""
+    model_config(cfg.model)
+    return TrainerConfig.from_cfg(cfg.trainer), DataConfig.from_cfg(cfg.data)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or continue) the configured run and evaluate it; returns the results summary (rank 0)."""
-    setup_cpu(int(cfg.trainer.threads))
-    ctx = init_distributed(str(cfg.trainer.device))
+    trainer_cfg, _ = checked_config(cfg)
+    setup_cpu(trainer_cfg.threads)
+    ctx = init_distributed(trainer_cfg.device)
     try:
         return train_and_evaluate(cfg, ctx)
     finally:
@@ -111,18 +122,19 @@ def train_and_evaluate(cfg: DictConfig, ctx: DistContext) -> dict[str, Any]:
     """``run`` inside a process group that is already set up (one rank of torchrun, or a single process)."""
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
+    trainer_cfg, data_cfg = checked_config(cfg)
     cfg.run_dir = broadcast(str(cfg.run_dir), ctx)  # one run directory even if it contains ${now:}
     run_dir = Path(cfg.run_dir)
     start = resume_point(cfg, run_dir)
-    torch.manual_seed(int(cfg.trainer.seed))
-    random.seed(int(cfg.trainer.seed))
-    data = _prepare_data(cfg, ctx)
+    torch.manual_seed(trainer_cfg.seed)
+    random.seed(trainer_cfg.seed)
+    data = _prepare_data(data_cfg, ctx)
     model = build_model(
         cfg.model, len(data.src_tok), len(data.tgt_tok), shared_vocab=shared_vocabulary(data.src_tok, data.tgt_tok)
     )
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.arch, n_params / 1e6)
-    device = pick_device(str(cfg.trainer.device))
+    device = pick_device(trainer_cfg.device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     tokenizers = checkpoint_tokenizers(data.src_tok, data.tgt_tok)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from nmt.data.config import DataConfig
 
 # Sections of the config that must match for a checkpoint to be continued.
 RESUME_KEYS = ("model", "data")
@@ -20,7 +20,9 @@ MACHINE_DATA_KEYS = ("root", "cache_dir", "num_proc")
 # Trainer options that change where or how fast a run computes, not what it computes.
 RUNTIME_TRAINER_KEYS = ("device", "threads", "num_workers")
 # Options added after runs were saved, with the value that computes what their absence did. At that value
-# they are left out of the comparison, so a run saved before them still resumes and is still reused.
+# they are left out of the comparison, so a run saved before them still resumes and is still reused. The
+# typed configs (nmt.data.config, the model configs) default them to the same values, so such a run's
+# checkpoint still loads.
 ADDED_OPTIONS = {
     "data": {"max_words": None},
     "model": {"positions": "sinusoidal", "key_dim": None, "encoder": "unidirectional"},
@@ -46,9 +48,9 @@ def computed_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**comparable_config(cfg), "trainer": trainer}
 
 
-def data_config_for(train_cfg: dict[str, Any], data_root: str | None) -> DictConfig:
-    """The dataset config stored in a checkpoint, pointed at this machine's data root."""
-    data = OmegaConf.create(train_cfg["data"])
+def data_config_for(train_cfg: dict[str, Any], data_root: str | None) -> DataConfig:
+    """The dataset config stored in a checkpoint, typed and pointed at this machine's data root."""
+    data = dict(train_cfg["data"])
     if data_root:
-        data.root = data_root
-    return data
+        data["root"] = data_root
+    return DataConfig.from_cfg(data)

@@ -37,6 +37,7 @@ from nmt.errors import ConfigError, NmtError
 from nmt.evaluation.metrics import corpus_bleu
 from nmt.models import Seq2SeqModel
 from nmt.training.checkpoint import prune_checkpoints, save_checkpoint
+from nmt.training.config import TrainerConfig, plain_number
 from nmt.training.distributed import DistContext, all_reduce_sum, barrier, broadcast
 from nmt.training.loss import label_smoothed_nll
 from nmt.training.optim import build_optimizer, learning_rate
@@ -47,20 +48,6 @@ log = logging.getLogger(__name__)
 class TrainingDiverged(NmtError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
-
-class Metric(NamedTuple):
-    """A validation metric: the validation record's field that holds it, and which way is better."""
-
-    key: str
-    higher_is_better: bool
-
-
-# trainer.early_stopping.metric -> how to read and compare it; selects best.pt and drives patience.
-METRICS: dict[str, Metric] = {
-    "bleu": Metric("valid_bleu", higher_is_better=True),
-    "loss": Metric("valid_loss", higher_is_better=False),
-    "ppl": Metric("valid_ppl", higher_is_better=False),
-}
 
 TRAIN_LOG = "train_log.jsonl"  # the run directory's log windows, one JSON object per line (rank 0's tokens)
 
@@ -135,15 +122,8 @@ class Trainer:
         checkpoint_extra: dict[str, Any],
         dist_ctx: DistContext | None = None,
     ):
-        self.cfg, self.tcfg = cfg, cfg.trainer  # the trainer section: this loop's options
-        metric = str(self.tcfg.early_stopping.metric)
-        if metric not in METRICS:
-            raise ConfigError(f"trainer.early_stopping.metric={metric!r}: use {', '.join(METRICS)}")
-        self.metric = METRICS[metric]
-        if metric == "bleu" and not self.tcfg.validate_bleu:
-            raise ConfigError(
-                "trainer.early_stopping.metric=bleu needs trainer.validate_bleu=true (or choose metric=loss)"
-            )
+        self.cfg, self.tcfg = cfg, TrainerConfig.from_cfg(cfg.trainer)  # this loop's options, checked
+        self.metric = self.tcfg.metric
         self.model, self.data, self.run_dir, self.device = model.to(device), data, Path(run_dir), device
         self.checkpoint_extra = checkpoint_extra  # config text and tokenizers, stored in every checkpoint
         self.ctx = dist_ctx or DistContext()
@@ -152,31 +132,29 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = build_optimizer(model.parameters(), self.tcfg.optimizer)
-        if str(self.tcfg.loss_norm) not in ("tokens", "sentences"):
-            raise ConfigError(f"trainer.loss_norm={self.tcfg.loss_norm!r}: use tokens or sentences")
         self.batch_sentences = self._batch_sentences()
         src_lens, tgt_lens = lengths(data.train)
         self.sampler = TokenBatchSampler(
             src_lens,
             tgt_lens,
-            int(self.tcfg.max_tokens),
+            self.tcfg.max_tokens,
             shuffle=True,
-            seed=int(self.tcfg.seed),
+            seed=self.tcfg.seed,
             max_sentences=self.batch_sentences,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             rows=data.train_rows,
         )
         self.state = TrainState()
-        self.autocast_dtype = autocast_dtype(str(self.tcfg.amp), device)
+        self.autocast_dtype = autocast_dtype(self.tcfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.translator = Translator(
             model,
             data.src_tok,
             data.tgt_tok,
             # the run's own search settings (length limit, penalty), at the validation beam width
-            SearchConfig.from_cfg({"beam_size": int(self.tcfg.valid_beam)}, cfg.search),
-            max_tokens=int(self.tcfg.eval_max_tokens),
+            SearchConfig.from_cfg({"beam_size": self.tcfg.valid_beam}, cfg.search),
+            max_tokens=self.tcfg.eval_max_tokens,
             device=device,
         )
         self._stop_signal: str | None = None
@@ -191,7 +169,7 @@ class Trainer:
         update (the papers' "mini-batches of 128"), split evenly over ranks and accumulation steps."""
         if not self.tcfg.max_sentences:
             return None
-        total, parts = int(self.tcfg.max_sentences), self.ctx.world_size * int(self.tcfg.accumulate)
+        total, parts = self.tcfg.max_sentences, self.ctx.world_size * self.tcfg.accumulate
         if total % parts:
             raise ConfigError(
                 f"trainer.max_sentences={total} is the sentences of one update; it must divide evenly over "
@@ -234,7 +212,7 @@ class Trainer:
     def save(self) -> None:
         if self.ctx.is_main:
             save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
-            prune_checkpoints(self.run_dir, int(self.tcfg.keep_last))
+            prune_checkpoints(self.run_dir, self.tcfg.keep_last)
         barrier(self.ctx)
 
     # ---- steps ------------------------------------------------------------------------------------
@@ -242,7 +220,7 @@ class Trainer:
         lr = learning_rate(
             self.state.step + 1,
             self.tcfg.scheduler,
-            float(self.tcfg.optimizer.lr),
+            self.tcfg.optimizer.lr,
             self.model.model_dim,
             self.state.epoch,
         )
@@ -253,12 +231,12 @@ class Trainer:
     def _forward_loss(self, batch: Batch, model: torch.nn.Module | None = None) -> tuple[Tensor, Tensor, int]:
         with autocast(self.device, self.autocast_dtype):
             logits, _ = (model or self.model)(batch.src, batch.src_lengths, batch.tgt_in)
-        return label_smoothed_nll(logits, batch.tgt_out, float(self.tcfg.label_smoothing))
+        return label_smoothed_nll(logits, batch.tgt_out, self.tcfg.label_smoothing)
 
     def _loss_denominator(self, batches: list[Batch]) -> float:
         """What the summed loss of one update is divided by: its target tokens or its sentences
         (``trainer.loss_norm``), counted over every micro-batch and every rank."""
-        if str(self.tcfg.loss_norm) == "sentences":
+        if self.tcfg.loss_norm == "sentences":
             count = sum(b.src.size(0) for b in batches)
         else:
             count = sum(b.ntokens for b in batches)
@@ -296,7 +274,7 @@ class Trainer:
             total_tokens += ntok
         if finite:
             self.scaler.unscale_(self.optimizer)
-            clip = float(self.tcfg.clip_norm)
+            clip = self.tcfg.clip_norm
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
             finite = bool(torch.isfinite(norm))
         if not finite:
@@ -308,7 +286,7 @@ class Trainer:
                 self.state.step + 1,
                 self.state.consecutive_bad,
             )
-            if self.state.consecutive_bad >= int(self.tcfg.max_bad_steps):
+            if self.state.consecutive_bad >= self.tcfg.max_bad_steps:
                 raise TrainingDiverged(
                     f"{self.state.consecutive_bad} consecutive steps had a non-finite loss or gradient; "
                     "lower trainer.optimizer.lr, raise trainer.scheduler.warmup, or use trainer.amp=none"
@@ -334,7 +312,7 @@ class Trainer:
             self.state.step + 1,
             tuple(batch.src.shape),
             tuple(batch.tgt_out.shape),
-            int(self.tcfg.max_tokens),
+            self.tcfg.max_tokens,
         )
 
     # ---- validation -------------------------------------------------------------------------------
@@ -343,7 +321,7 @@ class Trainer:
         """Per-token NLL (no smoothing) of the references under teacher forcing."""
         self.model.eval()
         src_lens, tgt_lens = lengths(eval_set.encoded)
-        sampler = TokenBatchSampler(src_lens, tgt_lens, int(self.tcfg.eval_max_tokens), shuffle=False)
+        sampler = TokenBatchSampler(src_lens, tgt_lens, self.tcfg.eval_max_tokens, shuffle=False)
         total, count = 0.0, 0
         for batch in batch_loader(eval_set.encoded, sampler):
             batch = batch.to(self.device)
@@ -409,13 +387,13 @@ class Trainer:
         tc, s = self.tcfg, self.state
         if self._stop_signal:
             return Stop(f"interrupted by {self._stop_signal}", interrupted=True)
-        if tc.max_steps and s.step >= int(tc.max_steps):
+        if tc.max_steps and s.step >= tc.max_steps:
             return Stop(f"reached trainer.max_steps={tc.max_steps}")
-        if tc.max_epochs and s.epoch >= int(tc.max_epochs):
+        if tc.max_epochs and s.epoch >= tc.max_epochs:
             return Stop(f"reached trainer.max_epochs={tc.max_epochs}")
-        if tc.max_minutes and s.elapsed >= 60 * float(tc.max_minutes):
-            return Stop(f"reached trainer.max_minutes={tc.max_minutes}")
-        if tc.early_stopping.patience and s.bad_validations >= int(tc.early_stopping.patience):
+        if tc.max_minutes and s.elapsed >= 60 * tc.max_minutes:
+            return Stop(f"reached trainer.max_minutes={plain_number(tc.max_minutes)}")
+        if tc.early_stopping.patience and s.bad_validations >= tc.early_stopping.patience:
             return Stop(
                 f"early stopping: no better valid {tc.early_stopping.metric} in {s.bad_validations} validations"
             )
@@ -427,14 +405,14 @@ class Trainer:
 
     def _checkpoint_due(self) -> bool:
         """``trainer.checkpoint_every_minutes`` of training time since the last checkpoint (rank 0's clock)."""
-        minutes = float(self.tcfg.get("checkpoint_every_minutes") or 0)
+        minutes = self.tcfg.checkpoint_every_minutes
         return minutes > 0 and bool(broadcast(self.state.elapsed - self._last_save >= 60 * minutes, self.ctx))
 
     def _eta(self) -> dict[str, str]:
         """Minutes left under the wall-clock budget, for the progress bar (tqdm's own ETA needs max_steps)."""
         if not self.tcfg.max_minutes:
             return {}
-        return {"left_min": f"{max(float(self.tcfg.max_minutes) - self.state.elapsed / 60, 0):.1f}"}
+        return {"left_min": f"{max(self.tcfg.max_minutes - self.state.elapsed / 60, 0):.1f}"}
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signal.Signals(signum).name
@@ -448,7 +426,7 @@ class Trainer:
         an uninterrupted run; a resumed run skips the same ones, since ``batch_in_epoch`` only counts
         whole updates.
         """
-        accumulate = int(self.tcfg.accumulate)
+        accumulate = self.tcfg.accumulate
         batches = len(self.sampler.epoch_batches(self.state.epoch))
         if batches < accumulate:
             raise ConfigError(
@@ -458,7 +436,7 @@ class Trainer:
             )
         self.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
         pending: list[Batch] = []
-        for batch in batch_loader(self.data.train, self.sampler, int(self.tcfg.num_workers)):
+        for batch in batch_loader(self.data.train, self.sampler, self.tcfg.num_workers):
             pending.append(batch)
             if len(pending) == accumulate:
                 yield pending
@@ -470,13 +448,13 @@ class Trainer:
 
     def _log_effective_batch(self) -> None:
         """The tokens (and sentences) of one update, which the learning rate was tuned for."""
-        tc, parts, sentences = self.tcfg, self.ctx.world_size * int(self.tcfg.accumulate), self.batch_sentences
+        tc, parts, sentences = self.tcfg, self.ctx.world_size * self.tcfg.accumulate, self.batch_sentences
         log.info(
             "effective batch: %d tokens x %d ranks x %d accumulation = %d padded tokens per step%s",
-            int(tc.max_tokens),
+            tc.max_tokens,
             self.ctx.world_size,
-            int(tc.accumulate),
-            int(tc.max_tokens) * parts,
+            tc.accumulate,
+            tc.max_tokens * parts,
             f", at most {sentences} x {parts} = {sentences * parts} sentences" if sentences else "",
         )
 
@@ -524,8 +502,8 @@ class Trainer:
     def _validate_and_save(self) -> None:
         """Validate every ``trainer.validate_every`` steps; write a checkpoint every ``checkpoint_every``
         steps (0: at each validation) or after ``checkpoint_every_minutes`` of training time."""
-        step, validate_every = self.state.step, int(self.tcfg.validate_every)
-        checkpoint_every = int(self.tcfg.checkpoint_every) or validate_every  # 0: at every validation
+        step, validate_every = self.state.step, self.tcfg.validate_every
+        checkpoint_every = self.tcfg.checkpoint_every or validate_every  # 0: at every validation
         if validate_every and step % validate_every == 0:
             self.validate()
         if (checkpoint_every and step % checkpoint_every == 0) or self._checkpoint_due():
@@ -546,7 +524,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard")) if self.ctx.is_main else None
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        total = int(self.tcfg.max_steps) if self.tcfg.max_steps else None
+        total = self.tcfg.max_steps or None
         disable = None if self.ctx.is_main else True
         bar = self._bar = tqdm(total=total, initial=self.state.step, disable=disable, unit="step", dynamic_ncols=True)
         self._log_effective_batch()
@@ -564,7 +542,7 @@ class Trainer:
                         continue
                     bar.update(1)
                     self._window.add(*result)
-                    if self.state.step % int(self.tcfg.log_every) == 0:
+                    if self.state.step % self.tcfg.log_every == 0:
                         self._log_window()
                     self._validate_and_save()
                     if self._agreed_stop() is not None:

@@ -173,7 +173,8 @@ def test_checkpoint_write_is_atomic(tmp_path):
         (["model=lstm"], "Could not find 'model/lstm'"),
         (["model.attention.kind=local_p"], "Key 'attention' is not in struct"),
         (["+model.attention.kind=local_p"], "option(s) attention do not apply to this model"),
-        (["data.source=ftp"], "data.source='ftp': use 'auto', 'local' or 'hub'"),
+        (["data.source=ftp"], "data.source='ftp': use auto, local, hub"),
+        (["trainer.max_steps=abc"], "trainer.max_steps='abc': expected a whole number"),
     ],
 )
 def test_train_config_mistakes_are_explained(args, message, tiny_root, tmp_path):

@@ -8,6 +8,7 @@ from conftest import tiny_config
 
 from nmt.errors import ConfigError
 from nmt.training.checkpoint import load_checkpoint, step_checkpoints
+from nmt.training.config import TrainerConfig
 from nmt.training.optim import learning_rate
 from nmt.training.run import run
 
@@ -34,7 +35,8 @@ def test_resume_equals_uninterrupted(tiny_root, cache_dir, tmp_path):
     assert ckpt["trainer"]["step"] == 10
     assert 0 < ckpt["trainer"]["batch_in_epoch"]  # stopped inside an epoch (the tiny epoch has several batches)
     cfg = tiny_config(tiny_root, cache_dir, resumed, "transformer", [*SCHEDULE, "trainer.max_steps=24"])
-    lr_10 = learning_rate(10, cfg.trainer.scheduler, float(cfg.trainer.optimizer.lr), 64)
+    typed = TrainerConfig.from_cfg(cfg.trainer)
+    lr_10 = learning_rate(10, typed.scheduler, typed.optimizer.lr, 64)
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr_10)
     run(cfg)
     final = load_checkpoint(step_checkpoints(resumed)[0])
