@@ -330,7 +330,7 @@ def test_a_failed_run_is_named_and_the_runs_beside_it_are_kept(
         with open_dict(cfg):
             cfg.compare.runs = {
                 "rnnencdec": TINY_MODELS["rnnencdec"],
-                "broken": [*TINY_MODELS["rnnencdec"], "trainer.scheduler.kind=bogus"],
+                "broken": [*TINY_MODELS["rnnencdec"], "+model.bogus=1"],  # refused when nmt-train builds the model
                 "transformer": TINY_MODELS["transformer"],
             }
         with pytest.raises(NmtError, match=r"run 'broken/seed1' \(exit status 2, log: .*broken.*\) stopped") as e:

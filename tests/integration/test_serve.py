@@ -79,7 +79,7 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cmd = [
         sys.executable,
         "-m",
-        "nmt.serving.server",
+        "nmt.cli.serve",
         f"checkpoint={tiny_checkpoint}",
         "host=127.0.0.1",
         f"port={port}",
