@@ -217,7 +217,6 @@ def length_claims(rows: list[Row], table: list[dict], sets: dict[str, TestSet], 
     if not spec:
         return None
     long_words = int(spec.long_words)
-    by_name = {r.name: r for r in rows}
     facts = {r["model"]: r for r in table}
     drops: dict[str, dict[str, list[float]]] = {}
     for split, eval_set in sets.items():
@@ -260,7 +259,6 @@ def length_claims(rows: list[Row], table: list[dict], sets: dict[str, TestSet], 
         "sentences": {s: len(e.sources) for s, e in sets.items()},
         "mean_drop": {n: statistics.fmean(d[first]) for n, d in drops.items() if d.get(first)},
         "claims": claims,
-        "rows_known": sorted(by_name),
     }
 
 
