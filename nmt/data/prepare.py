@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 
 from nmt.data.batching import encode_corpus, lengths, rows_within
+from nmt.data.cache import cached_files
 from nmt.data.config import DataConfig
 from nmt.data.corpus import DataSection, drop_empty_pairs, load_split, read_parallel_files
 from nmt.data.tokenizer import SubwordTokenizer, load_or_train_tokenizers, moses_languages
@@ -93,9 +94,14 @@ def prepare_training_data(data_cfg: DataSection) -> TrainingData:
     )
     key = hashlib.sha256(f"{fingerprint}-{src_tok.digest}-{tgt_tok.digest}".encode()).hexdigest()[:16]
     num_proc = worker_processes(data_cfg, len(train_raw))
-    train = encode_corpus(
-        train_raw, src_tok, tgt_tok, cache_file=cache_dir / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
-    )
+
+    def encode(folder: Path) -> None:  # one Arrow file, or one per process with num_proc
+        encode_corpus(
+            train_raw, src_tok, tgt_tok, cache_file=folder / f"train-{key}.arrow", keep_text=False, num_proc=num_proc
+        )
+
+    files = cached_files(cache_dir / f"train-{key}", encode, "encoded training set")
+    train = datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
     rows = rows_within(*lengths(train), data_cfg.max_len)
     if data_cfg.max_words is not None:
         rows = np.intersect1d(rows, rows_within(*word_counts(train_raw), data_cfg.max_words, "words"))

@@ -13,7 +13,7 @@ import hashlib
 import io
 import logging
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import sentencepiece as spm
 import torch
 from sentencepiece import sentencepiece_model_pb2
 
+from nmt.data.cache import cached_files
 from nmt.data.config import DataConfig, TokenizerConfig
 from nmt.data.pretokenize import MosesPretokenizer
 
@@ -138,18 +139,14 @@ def corpus_fingerprint(ds: datasets.Dataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _cached(cache_dir: Path, key: str, build) -> bytes:
-    path = cache_dir / f"spm-{key}.model"
-    if path.is_file():
-        log.info("reusing sentencepiece model %s", path)
-        return path.read_bytes()
-    proto = build()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(proto)
-    tmp.replace(path)
-    log.info("trained sentencepiece model %s", path)
-    return proto
+def _cached(cache_dir: Path, key: str, train: Callable[[], bytes]) -> bytes:
+    """The sentencepiece model cached as ``spm-<key>/spm-<key>.model``, trained by ``train`` if the entry is
+    absent or fails its checks (nmt.data.cache)."""
+    name = f"spm-{key}"
+    (model,) = cached_files(
+        cache_dir / name, lambda folder: (folder / f"{name}.model").write_bytes(train()), "sentencepiece model"
+    )
+    return model.read_bytes()
 
 
 def moses_languages(data_cfg: DataConfig | Mapping[str, Any]) -> tuple[str | None, str | None]:

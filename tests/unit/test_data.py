@@ -127,7 +127,7 @@ def test_tokenizer_is_trained_once_and_reused(tiny_root, tmp_path):
     ds = load_split(cfg, "train")
     src, tgt = load_or_train_tokenizers(ds, cfg.tokenizer, tmp_path)
     assert src is tgt  # joint vocabulary
-    files = list(tmp_path.glob("spm-*.model"))
+    files = list(tmp_path.rglob("spm-*.model"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
     again, _ = load_or_train_tokenizers(ds, cfg.tokenizer, tmp_path)
