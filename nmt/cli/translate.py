@@ -9,15 +9,21 @@
 Input is read ``chunk_lines`` lines at a time, so files of any size stream in bounded memory. Empty
 input lines give empty output lines. With ``search.n_best=N`` each input line yields N lines
 ``<line number>\\t<score>\\t<translation>``.
+
+Each chunk's translations are written and flushed as a whole. Output closed early (``| head``) ends the
+command quietly with status 0; Ctrl-C (SIGINT) stops it with status 130, the output holding the complete
+translations of the chunks done, and stderr saying how many input lines that is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import BinaryIO, TextIO
 
 import hydra
@@ -60,25 +66,67 @@ def _one_line(text: str) -> str:
     return " ".join(parts) if len(parts) > 1 or text != (parts[0] if parts else "") else text
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT during :func:`translate_stream`; the output holds the translations of the first ``lines``
+    input lines, each complete."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__(lines)
+        self.lines = lines
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back a Ctrl-C until the block is done, so that an interrupted write cannot leave half a line
+    behind; a second Ctrl-C interrupts at once (a reader that stopped reading blocks the write). Main
+    thread only, as every signal handler."""
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def translate_stream(
     translator: Translator, src: BinaryIO, out: TextIO, name: str, chunk_lines: int, attention: TextIO | None = None
 ) -> int:
     """Translate ``src`` into ``out``; returns the number of input lines. With ``attention``, also write one
     JSON line per output line there: its input line number, rank in the n-best, source and output subwords,
-    and the (output x source) attention matrix (null for a model without attention)."""
+    and the (output x source) attention matrix (null for a model without attention).
+
+    Each chunk is written and flushed at once, Ctrl-C held back meanwhile: a KeyboardInterrupt leaves the
+    outputs of whole chunks only, and comes out as :class:`Interrupted` with their number of input lines."""
     n_best = translator.search.n_best
     count = 0
-    for first, lines in read_chunks(src, name, chunk_lines):
-        src_ids = translator.src_tok.encode([line.strip() for line in lines])
-        for offset, (ids, hyps) in enumerate(zip(src_ids, translator.translate_ids(src_ids))):
-            for rank, h in enumerate(hyps[:n_best]):
-                text = _one_line(translator.detokenize(h))
-                out.write(text + "\n" if n_best == 1 else f"{first + offset}\t{h.score:.4f}\t{text}\n")
+    try:
+        for first, lines in read_chunks(src, name, chunk_lines):
+            src_ids = translator.src_tok.encode([line.strip() for line in lines])
+            texts, records = [], []
+            for offset, (ids, hyps) in enumerate(zip(src_ids, translator.translate_ids(src_ids))):
+                for rank, h in enumerate(hyps[:n_best]):
+                    text = _one_line(translator.detokenize(h))
+                    texts.append(text + "\n" if n_best == 1 else f"{first + offset}\t{h.score:.4f}\t{text}\n")
+                    if attention is not None:
+                        record = {"line": first + offset, "rank": rank, **translator.alignment(ids, h)}
+                        records.append(json.dumps(record, ensure_ascii=False) + "\n")
+            with sigint_deferred():
+                out.write("".join(texts))
+                out.flush()
                 if attention is not None:
-                    record = {"line": first + offset, "rank": rank, **translator.alignment(ids, h)}
-                    attention.write(json.dumps(record, ensure_ascii=False) + "\n")
-        out.flush()
-        count += len(lines)
+                    attention.write("".join(records))
+                    attention.flush()
+                count += len(lines)
+    except KeyboardInterrupt:
+        raise Interrupted(count) from None
     return count
 
 
@@ -86,6 +134,26 @@ def translate_stream(
 @report_user_errors("nmt-translate")
 def main(cfg: DictConfig) -> None:
     setup_cpu(int(cfg.threads))
+    try:
+        translate(cfg)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop as a Unix filter does. Whatever is left in stdout's buffer
+        # goes to /dev/null, or the interpreter's last flush would fail again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except Interrupted as e:
+        print(
+            f"nmt-translate: interrupted after {e.lines} input lines; the output holds their translations",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("nmt-translate: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def translate(cfg: DictConfig) -> None:
+    """nmt-translate's work: load the translator and stream the input through it."""
     search = {**cfg.search, "need_attention": True} if cfg.attention else cfg.search
     translator = translator_from_cfg(cfg, search)
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
