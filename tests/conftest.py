@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import torch
@@ -171,14 +177,52 @@ def subprocess_overrides(root: Path, cache: Path, run_dir: Path, *extra: str) ->
     ]
 
 
-def torchrun_many(runs: dict[str, list[str]], port: int = 29614) -> str:
+def torchrun_many(
+    runs: dict[str, list[str]],
+    faults: dict[str, list[dict]] | None = None,
+    port: int = 29614,
+    timeout: int = 900,
+    fails: bool = False,
+) -> str:
     """Train each of ``runs`` (name -> nmt-train overrides) in turn under one 2-process gloo group
-    (tests/ddp_runs.py); returns rank 0's output, a line ``ok <name> <steps> <test scores>`` per run."""
+    (tests/ddp_runs.py, which also explains ``faults``); returns the ranks' output: rank 0's line
+    ``ok <name> <steps> <test scores>`` per run, every rank's state and log lines. The command must succeed
+    (or fail, if ``fails``); ranks still running after ``timeout`` seconds are killed, with torchrun, and
+    the test fails."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-    cmd += [str(Path(__file__).with_name("ddp_runs.py")), json.dumps(runs)]
-    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=900)
-    assert out.returncode == 0, out.stderr.decode()[-4000:]
-    return out.stdout.decode()
+    cmd += [str(Path(__file__).with_name("ddp_runs.py")), json.dumps(runs), json.dumps(faults or {})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
+        out, err = proc.communicate()
+        pytest.fail(f"the ranks were still running after {timeout} s:\n{out.decode()[-3000:]}\n{err.decode()[-3000:]}")
+    assert (proc.returncode != 0) == fails, out.decode()[-3000:] + err.decode()[-4000:]
+    return out.decode()
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes of it: later writes raise ENOSPC."""
+
+    room = 4096
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def full_disk_after(files: int) -> Callable[[str, str], BinaryIO]:
+    """An ``open`` for nmt.training.checkpoint (set as its ``open``) under which the first ``files``
+    checkpoints are written and every later one meets a full disk."""
+    opened = itertools.count()
+
+    def open_checkpoint(path: str, mode: str) -> BinaryIO:
+        return open(path, mode) if next(opened) < files else FullDisk(path, mode)
+
+    return open_checkpoint
 
 
 # The model configs whose values the model dataclasses used to default to (the papers' sizes): tests that

@@ -3,8 +3,9 @@
 A checkpoint holds the weights, the resolved config (YAML text), the sentencepiece model(s) and, for
 training checkpoints, the optimizer, trainer counters and RNG states (no scheduler: the learning rate is
 a function of the step). Files are written to a temporary name, fsynced and renamed, so a crash never
-leaves a half-written ``*.pt`` behind; loading uses ``torch.load(weights_only=True)``. Training keeps
-``ckpt_<step>.pt`` (the last K) and ``best.pt``.
+leaves a half-written ``*.pt`` behind, and a failed write (a full disk) removes its temporary file and
+leaves the checkpoints already there as they were; loading uses ``torch.load(weights_only=True)``. Training
+keeps ``ckpt_<step>.pt`` (the last K) and ``best.pt``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -25,21 +27,67 @@ FORMAT_VERSION = 1
 _STEP_FILE = re.compile(r"ckpt_(\d+)\.pt$")
 
 
+class _Output:
+    """Where torch.save writes: ``file``, or nowhere (None) to count the bytes only. It keeps the OSError
+    of a failed write (a full disk), which torch.save itself reports as a RuntimeError about a zip record."""
+
+    def __init__(self, file: BinaryIO | None = None):
+        self.file, self.size, self.error = file, 0, None
+
+    def write(self, data: bytes) -> int:
+        if self.file is not None:
+            try:
+                self.file.write(data)
+            except OSError as e:
+                self.error = e
+                raise
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def save(self, payload: dict[str, Any]) -> None:
+        try:
+            torch.save(payload, self)
+        except RuntimeError:
+            if self.error is None:
+                raise
+            raise self.error from None
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically: temp file, fsync, rename, fsync of the directory."""
+    """Write ``payload`` atomically: temp file, fsync, rename, fsync of the directory. If that fails, the
+    temp file is removed and a CheckpointError says why, where, and how much space the checkpoint needs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    payload = {"format_version": FORMAT_VERSION, **payload}
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        with open(tmp, "wb") as f:
+            _Output(f).save(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        needed = _Output()
+        needed.save(payload)
+        free = shutil.disk_usage(path.parent).free
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {e.strerror or e} (it needs {_size(needed.size)}, "
+            f"{_size(free)} free there); the checkpoints written before it are intact"
+        ) from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

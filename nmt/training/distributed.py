@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node=N -m nmt.cli.train ...`` starts N processes with RANK / WORLD_SIZE / LOCAL_RANK
 set; each trains a DistributedDataParallel replica on its own shard of the batches (NCCL on GPUs, gloo
 on CPUs). Rank 0 alone logs, validates, writes checkpoints and evaluates; its decisions (stop or go,
-the run directory) are broadcast so that every rank agrees.
+the run directory, whether a checkpoint was written) are broadcast, and what any rank may see alone (out of
+memory, a non-finite loss, a signal) is all-reduced, so that every rank takes the same turn.
 """
 
 from __future__ import annotations
@@ -56,12 +57,22 @@ def broadcast(obj: Any, ctx: DistContext) -> Any:
 
 def all_reduce_sum(value: int, ctx: DistContext) -> int:
     """The sum of ``value`` over all ranks."""
+    return _all_reduce(value, dist.ReduceOp.SUM, ctx)
+
+
+def all_reduce_max(value: int, ctx: DistContext) -> int:
+    """The largest ``value`` of any rank: how every rank agrees on an event that only some saw (a batch out
+    of memory, a non-finite loss, a signal) before the next collective, which all of them must enter or none."""
+    return _all_reduce(value, dist.ReduceOp.MAX, ctx)
+
+
+def _all_reduce(value: int, op: dist.ReduceOp, ctx: DistContext) -> int:
     if not ctx.enabled:
         return value
     box = torch.tensor([value], dtype=torch.int64)
     if dist.get_backend() == "nccl":
         box = box.cuda()
-    dist.all_reduce(box)
+    dist.all_reduce(box, op=op)
     return int(box.item())
 
 

@@ -17,11 +17,12 @@ import math
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from omegaconf import DictConfig
@@ -33,12 +34,12 @@ from nmt.data.batching import Batch, TokenBatchSampler, batch_loader, lengths
 from nmt.data.prepare import EvalSet, TrainingData
 from nmt.decoding.search import SearchConfig
 from nmt.decoding.translator import Translator
-from nmt.errors import ConfigError, NmtError
+from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.evaluation.metrics import corpus_bleu
 from nmt.models import Seq2SeqModel
 from nmt.training.checkpoint import prune_checkpoints, save_checkpoint
 from nmt.training.config import TrainerConfig, plain_number
-from nmt.training.distributed import DistContext, all_reduce_sum, barrier, broadcast
+from nmt.training.distributed import DistContext, all_reduce_max, all_reduce_sum, broadcast
 from nmt.training.loss import label_smoothed_nll
 from nmt.training.optim import build_optimizer, learning_rate
 
@@ -47,6 +48,17 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(NmtError):
     """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class Fault(IntEnum):
+    """What went wrong in a step on some rank; every rank acts on the largest of all ranks (``train_step``)."""
+
+    NONE = 0
+    NON_FINITE = 1  # a non-finite loss
+    OUT_OF_MEMORY = 2
+
+
+T = TypeVar("T")
 
 
 TRAIN_LOG = "train_log.jsonl"  # the run directory's log windows, one JSON object per line (rank 0's tokens)
@@ -157,7 +169,7 @@ class Trainer:
             max_tokens=self.tcfg.eval_max_tokens,
             device=device,
         )
-        self._stop_signal: str | None = None
+        self._signal = 0  # the number of a signal that asked this rank to stop
         self.writer: SummaryWriter | None = None
         # the running session's loop state, set by train()
         self._bar: tqdm | None = None
@@ -210,10 +222,28 @@ class Trainer:
         )
 
     def save(self) -> None:
+        self._on_main_rank(self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
+        save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
+        prune_checkpoints(self.run_dir, self.tcfg.keep_last)
+
+    def _on_main_rank(self, write: Callable[[], T]) -> T | None:
+        """``write`` (a checkpoint, a validation with best.pt) on rank 0, while the others wait. A checkpoint
+        that could not be written (a full disk) stops every rank, with the same error: training goes no
+        further than its last checkpoint, and no rank waits for rank 0 in the next collective."""
+        result, error = None, None
         if self.ctx.is_main:
-            save_checkpoint(self.run_dir / f"ckpt_{self.state.step}.pt", self.payload())
-            prune_checkpoints(self.run_dir, self.tcfg.keep_last)
-        barrier(self.ctx)
+            try:
+                result = write()
+            except CheckpointError as e:
+                error = str(e)
+        error = broadcast(error, self.ctx)
+        if error is not None:
+            raise CheckpointError(
+                f"{error}; free some space (or lower trainer.keep_last) and rerun the same command to resume"
+            )
+        return result
 
     # ---- steps ------------------------------------------------------------------------------------
     def _set_lr(self) -> float:
@@ -250,28 +280,42 @@ class Trainer:
         the Transformer; per-sentence as in Sutskever et al. (2014) and Luong et al. (2015), whose "divided
         by 128" with plain SGD at lr 1 only works with it. So accumulation over k batches equals k ranks.
         DDP averages gradients over ranks, hence the factor world_size.
+
+        A batch out of memory or a non-finite loss on any rank skips the step on every rank: the ranks agree
+        on it before each backward pass, since a rank that skipped alone would leave the others waiting in
+        the gradient all-reduce, or update weights the others do not.
         """
         self.model.train()
         lr = self._set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.ctx.world_size / self._loss_denominator(batches)
-        total_nll, total_tokens, finite = 0.0, 0, True
+        total_nll, total_tokens, fault, failed = 0.0, 0, Fault.NONE, None
         for i, batch in enumerate(batches):
             batch = batch.to(self.device)
-            # DDP all-reduces gradients on the last micro-batch only.
+            # DDP all-reduces gradients in the backward pass of the last micro-batch only.
             sync = i == len(batches) - 1 or not self.ctx.enabled
-            try:
-                with nullcontext() if sync else self.train_model.no_sync():
-                    loss, nll, ntok = self._forward_loss(batch, self.train_model)
-                    if not torch.isfinite(loss):
-                        finite = False
-                        break
+            with nullcontext() if sync else self.train_model.no_sync():
+                if not fault:  # else the previous backward pass ran out of memory
+                    try:
+                        loss, nll, ntok = self._forward_loss(batch, self.train_model)
+                        fault = Fault.NONE if torch.isfinite(loss) else Fault.NON_FINITE
+                    except torch.OutOfMemoryError:
+                        fault, failed = Fault.OUT_OF_MEMORY, batch
+                fault = Fault(all_reduce_max(fault, self.ctx))
+                if fault:
+                    break
+                try:
                     self.scaler.scale(loss * scale).backward()
-            except torch.OutOfMemoryError:
-                self._skip_out_of_memory(batch)
-                return None
+                except torch.OutOfMemoryError:
+                    if self.ctx.enabled and sync:
+                        raise self._out_of_memory_in_all_reduce() from None
+                    fault, failed = Fault.OUT_OF_MEMORY, batch
             total_nll += float(nll)
             total_tokens += ntok
+        if fault is Fault.OUT_OF_MEMORY:
+            self._skip_out_of_memory(failed)
+            return None
+        finite = fault is Fault.NONE
         if finite:
             self.scaler.unscale_(self.optimizer)
             clip = self.tcfg.clip_norm
@@ -300,19 +344,32 @@ class Trainer:
             self.writer.add_scalar("train/lr", lr, self.state.step)
         return total_nll, total_tokens
 
-    def _skip_out_of_memory(self, batch: Batch) -> None:
-        """Drop the batch that did not fit, free its memory and go on; the run is not lost."""
+    def _skip_out_of_memory(self, batch: Batch | None) -> None:
+        """Drop the step whose ``batch`` did not fit (None: a batch of another rank), free its memory and go
+        on; the run is not lost."""
         self.optimizer.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.state.skipped_steps += 1
+        if batch is None:
+            where = "another rank"
+        else:
+            where = f"a batch of source {tuple(batch.src.shape)} and target {tuple(batch.tgt_out.shape)} tokens"
         log.warning(
-            "step %d: out of memory on a batch of source %s and target %s tokens; batch skipped. "
-            "Lower trainer.max_tokens (now %d) or raise trainer.accumulate to keep the effective batch",
+            "step %d: out of memory on %s; step skipped. Lower trainer.max_tokens (now %d) or raise "
+            "trainer.accumulate to keep the effective batch",
             self.state.step + 1,
-            tuple(batch.src.shape),
-            tuple(batch.tgt_out.shape),
+            where,
             self.tcfg.max_tokens,
+        )
+
+    def _out_of_memory_in_all_reduce(self) -> NmtError:
+        """Out of memory in a backward pass that all-reduces gradients: the other ranks are in that all-reduce
+        already, so the step cannot be skipped together; this rank stops, and torchrun stops the others."""
+        return NmtError(
+            f"step {self.state.step + 1}: out of memory in the backward pass of rank {self.ctx.rank}, while the "
+            f"other ranks all-reduce gradients. Lower trainer.max_tokens (now {self.tcfg.max_tokens}) or raise "
+            "trainer.accumulate, and rerun the same command to resume"
         )
 
     # ---- validation -------------------------------------------------------------------------------
@@ -332,9 +389,7 @@ class Trainer:
     def validate(self) -> dict[str, float] | None:
         """Validate on rank 0 (loss, perplexity, BLEU at trainer.valid_beam), keep best.pt (by
         trainer.early_stopping.metric); other ranks wait."""
-        record = self._validate() if self.ctx.is_main else None
-        barrier(self.ctx)
-        return record
+        return self._on_main_rank(self._validate)
 
     def _validate(self) -> dict[str, float]:
         valid = self.data.valid
@@ -383,10 +438,8 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def _stop(self) -> Stop | None:
-        """Why training should stop now, or None to go on."""
+        """Why training should stop now (a budget, early stopping), or None to go on."""
         tc, s = self.tcfg, self.state
-        if self._stop_signal:
-            return Stop(f"interrupted by {self._stop_signal}", interrupted=True)
         if tc.max_steps and s.step >= tc.max_steps:
             return Stop(f"reached trainer.max_steps={tc.max_steps}")
         if tc.max_epochs and s.epoch >= tc.max_epochs:
@@ -400,7 +453,11 @@ class Trainer:
         return None
 
     def _agreed_stop(self) -> Stop | None:
-        """Rank 0's stop decision, the same on every rank."""
+        """Whether to stop, the same on every rank: a signal to any rank stops them all, after the same step
+        (``_finish`` saves a checkpoint to resume from); budgets and early stopping are judged on rank 0."""
+        signum = all_reduce_max(self._signal, self.ctx)
+        if signum:
+            return Stop(f"interrupted by {signal.Signals(signum).name}", interrupted=True)
         return broadcast(self._stop(), self.ctx)
 
     def _checkpoint_due(self) -> bool:
@@ -415,7 +472,7 @@ class Trainer:
         return {"left_min": f"{max(self.tcfg.max_minutes - self.state.elapsed / 60, 0):.1f}"}
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._stop_signal = signal.Signals(signum).name
+        self._signal = signum
         signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
 
     def _updates(self) -> Iterator[list[Batch]]:

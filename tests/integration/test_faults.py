@@ -1,10 +1,12 @@
 """Fault injection: a training process killed (SIGKILL) or stopped (SIGTERM) at a random moment, then
-rerun with the same command, ends with exactly the weights of an uninterrupted run."""
+rerun with the same command, ends with exactly the weights of an uninterrupted run; one whose disk fills up
+stops with one line that says so, and the rerun resumes from the last checkpoint written."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import subprocess_overrides
+from conftest import compose_train, subprocess_overrides
 
 from nmt.training.checkpoint import load_checkpoint, step_checkpoints
+from nmt.training.run import run
 
 BIN = Path(sys.executable).parent
 STEPS = 60
@@ -80,3 +83,38 @@ def test_interrupted_run_resumes_to_the_same_weights(reference, tiny_root, cache
     got = final_weights(tmp_path)
     for k, v in reference.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0, msg=k)
+
+
+# nmt-train on a disk that fills up after the first two checkpoint files (best.pt and ckpt_1.pt at step 1)
+FULL_DISK_TRAIN = (
+    "from conftest import full_disk_after\n"
+    "from nmt.training import checkpoint\n"
+    "from nmt.cli.train import main\n"
+    "checkpoint.open = full_disk_after(2)\n"
+    "main()\n"
+)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(tiny_root, cache_dir, tmp_path, caplog):
+    extra = ["trainer.max_tokens=500", "trainer.max_steps=2", "trainer.validate_every=1"]
+    overrides = subprocess_overrides(tiny_root, cache_dir, tmp_path, *extra)
+    env = {**ENV, "PYTHONPATH": str(Path(__file__).parents[1])}
+    full = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_TRAIN, *overrides], env=env, capture_output=True, timeout=300
+    )
+    errors = [line for line in full.stderr.decode().splitlines() if "error" in line.lower()]
+    assert full.returncode == 2 and len(errors) == 1, full.stderr.decode()[-3000:]
+    run_dir = re.escape(str(tmp_path))
+    assert re.fullmatch(
+        rf"nmt-train: error: could not write checkpoint {run_dir}/(best|ckpt_2)\.pt: No space left on device "
+        r"\(it needs \d+\.\d MiB, \d+\.\d [MG]iB free there\); the checkpoints written before it are intact; free "
+        r"some space \(or lower trainer.keep_last\) and rerun the same command to resume",
+        errors[0],
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".pt", ".tmp")) == ["best.pt", "ckpt_1.pt"]
+    assert load_checkpoint(tmp_path / "best.pt")["trainer"]["step"] == 1
+
+    caplog.set_level("INFO")
+    run(compose_train(overrides))  # the rerun, in this process
+    assert "resumed at step 1" in caplog.text
+    assert load_checkpoint(step_checkpoints(tmp_path)[0])["trainer"]["step"] == 2
