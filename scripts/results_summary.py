@@ -150,7 +150,7 @@ NOTES = """
 ## How the rows are trained
 
 Every row trains until early stopping on validation BLEU (`trainer=multi30k_converge`: one validation
-per epoch of its training pairs, greedy; patience 5 validations; a 50-epoch cap, and a row that reaches
+per epoch of its training pairs, greedy; patience 5 validations; a 100-epoch cap, and a row that reaches
 it still improving is "not converged"). Each finished seed is kept under `<table>/rows/<run>/seed<k>/`
 (its test translations, validations, training log, settings fingerprint and commit): rerunning a table's
 command trains only what is missing, also on another machine. The learning rates are chosen once on the
