@@ -6,15 +6,14 @@ nmt-serve checkpoint=runs/quickstart/best.pt port=8000     # then open http://12
 from __future__ import annotations
 
 import hydra
-import uvicorn
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from nmt.cli.startup import report_user_errors, setup_cpu
 from nmt.decoding.backend import translator_from_cfg
 from nmt.decoding.translator import search_origin
 from nmt.errors import ConfigError
 from nmt.paths import CONFIG_DIR
-from nmt.serving.server import ServeOptions, create_app, log
+from nmt.serving.server import ServeOptions, create_app, log, model_digest, serve
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="serve", version_base="1.3")
@@ -29,12 +28,15 @@ def main(cfg: DictConfig) -> None:
         max_body_bytes=cfg.max_body_bytes,
         max_batch_wait_ms=float(cfg.max_batch_wait_ms),
         max_queue=cfg.max_queue,
+        request_timeout_s=float(cfg.request_timeout_s),
+        keep_alive_s=cfg.keep_alive_s,
     )
     setup_cpu(int(cfg.threads))
     translator = translator_from_cfg(cfg)
     log.info("decoding with %s %s", translator.search.describe(), search_origin(cfg.search))
-    app = create_app(translator, options)
-    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_config=None, access_log=bool(cfg.access_log))
+    paths = list(cfg.checkpoint) if isinstance(cfg.checkpoint, ListConfig) else [cfg.checkpoint]
+    app = create_app(translator, options, model_digest(paths))
+    serve(app, options, str(cfg.host), int(cfg.port), bool(cfg.access_log))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     nmt-serve checkpoint=runs/quickstart/best.pt port=8000
     curl -s localhost:8000/translate -d '{"text": ["Ein Hund läuft im Schnee."], "attention": true}'
 
-``POST /translate`` translates a list of lines, ``GET /health`` says which model is served and how busy it
-is, ``GET /`` is a page with a text box and an attention heatmap per sentence.
+``POST /translate`` translates a list of lines, ``GET /health`` says whether the server takes requests (200,
+or 503 while its queue is full or its decoder has stopped: what a load balancer's health check reads), which
+model it serves and how busy it is, ``GET /`` is a page with a text box and an attention heatmap per sentence.
 
 One decoding thread owns the model, so PyTorch's threads are not shared between requests and the event loop
 never waits on the model. Requests queue for it; the thread takes the oldest, waits up to
@@ -16,33 +17,47 @@ Errors are JSON ``{"error": "..."}``: 400 a body that is not UTF-8 JSON, 413 a r
 lines, a line over ``max_chars`` characters (or more subwords than the model encodes) or a body over
 ``max_body_bytes``, 422 wrong fields or types, 503 a full queue (``max_queue`` requests waiting) or a stopped
 decoder, 500 a decoding failure. Lines are refused, never cut: a response always translates what was sent.
+
+Hostile or broken clients: a request whose headers and body have not all arrived ``request_timeout_s`` after
+its connection opened or its first byte came has its connection closed, and a kept-alive connection idle for
+``keep_alive_s`` after a response is closed, so idle and slow ("slow-loris") connections do not pile up; a
+body declared or sent over ``max_body_bytes`` is answered 413 at once (what the client still sends is
+discarded until the deadline); a client that disconnects before its answer has its request dropped from the
+queue (or its answer discarded), without an error in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import h11
+import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nmt.decoding.search import Hypothesis, SearchConfig
 from nmt.decoding.translator import Translator
 from nmt.errors import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUEST_FIELDS = ("text", "beam_size", "attention")
 
@@ -57,14 +72,18 @@ class ServeOptions:
     max_body_bytes: int = 1 << 20
     max_batch_wait_ms: float = 10.0
     max_queue: int = 256
+    request_timeout_s: float = 30.0
+    keep_alive_s: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("max_lines", "max_chars", "max_beam_size", "max_body_bytes", "max_queue"):
+        for name in ("max_lines", "max_chars", "max_beam_size", "max_body_bytes", "max_queue", "keep_alive_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value}: must be a positive whole number")
         if self.max_batch_wait_ms < 0:
             raise ConfigError(f"max_batch_wait_ms={self.max_batch_wait_ms}: must be >= 0 (0: only what is queued)")
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"request_timeout_s={self.request_timeout_s}: must be > 0 (seconds)")
 
 
 class ApiError(Exception):
@@ -210,7 +229,11 @@ class DecodingWorker:
         return await job.future
 
     def _take(self, job: Job) -> bool:
-        """Tokenize a job's lines; False (and the job answered) if one is longer than the model can encode."""
+        """Tokenize a job's lines. False if the job is not to be decoded: its client has gone (its future is
+        cancelled: a flag set once, safe to read from this thread) or a line is longer than the model
+        encodes (the job is answered 413)."""
+        if job.future.done():
+            return False
         job.src_ids = self.translator.src_tok.encode([line.strip() for line in job.request.lines])
         limit = self.translator.max_src_len
         for i, ids in enumerate(job.src_ids):
@@ -317,6 +340,18 @@ class DecodingWorker:
         return items
 
 
+def model_digest(paths: Sequence[str | Path]) -> str:
+    """The first 16 hex digits of the sha256 of the served files (a directory: its files in name order), so
+    that replicas behind a load balancer can be checked to serve the same weights."""
+    digest = hashlib.sha256()
+    for path in map(Path, paths):
+        for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]:
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def model_info(translator: Translator) -> dict[str, Any]:
     cfg = translator.config
     return {
@@ -347,8 +382,73 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(translator: Translator, options: ServeOptions) -> FastAPI:
-    """The server's application; its decoding thread runs while the app does (its lifespan)."""
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ClientDisconnect (``work`` cancelled) if the client goes first. Called once the
+    body is read: the next ASGI message is then the disconnect."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(request.receive())
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnect()
+    return task.result()
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request to arrive in full (headers and body).
+
+    uvicorn closes a kept-alive connection that stays idle after a response (``timeout_keep_alive``), but
+    waits for a request in progress, or the first on a new connection, as long as its client likes: such
+    connections, sending nothing or a few bytes now and then, pile up. Here the connection closes if its
+    request has not all arrived ``request_timeout_s`` after the connection opened or after the request's
+    first byte; the time the application takes to answer is not limited. Subclasses set
+    ``request_timeout_s`` (see :func:`deadline_protocol`)."""
+
+    request_timeout_s: float = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.DONE:  # the whole request is in: the application has it
+            self._disarm()
+        else:
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.debug("closing a connection whose request did not arrive within %s s", self.request_timeout_s)
+            self.transport.close()
+
+
+def deadline_protocol(request_timeout_s: float) -> type[DeadlineH11Protocol]:
+    """The protocol class for uvicorn's ``http`` option (uvicorn makes one instance per connection)."""
+    return type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"request_timeout_s": request_timeout_s})
+
+
+def create_app(translator: Translator, options: ServeOptions, model_id: str | None = None) -> FastAPI:
+    """The server's application; its decoding thread runs while the app does (its lifespan). ``model_id``
+    (e.g. :func:`model_digest`) is reported by ``/health``."""
     if translator.search.beam_size > options.max_beam_size:
         raise ConfigError(
             f"the default beam size {translator.search.beam_size} is over max_beam_size={options.max_beam_size}"
@@ -376,6 +476,11 @@ def create_app(translator: Translator, options: ServeOptions) -> FastAPI:
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         return _error(e.status_code, str(e.detail), e.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, __: ClientDisconnect) -> Response:
+        log.debug("a client disconnected before its answer")
+        return Response(status_code=400)  # nobody reads it: uvicorn sends nothing on a closed connection
+
     def search_info(beam_size: int) -> dict[str, Any]:
         return {**{k: getattr(worker.base_search, k) for k in SearchConfig.STORED}, "beam_size": beam_size}
 
@@ -383,7 +488,7 @@ def create_app(translator: Translator, options: ServeOptions) -> FastAPI:
     async def translate(request: Request) -> JSONResponse:
         req = parse_request(await read_body(request, options.max_body_bytes), options, worker.base_search.beam_size)
         show = req.attention and translator.has_attention
-        items = await worker.translate(dataclasses.replace(req, attention=show))
+        items = await unless_disconnected(request, worker.translate(dataclasses.replace(req, attention=show)))
         body: dict[str, Any] = {
             "translations": [item.pop("translation") for item in items],
             "model": info,
@@ -398,19 +503,40 @@ def create_app(translator: Translator, options: ServeOptions) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        ok = not worker.stopped
+        queued = worker.queued
+        if worker.stopped:
+            status, headers = "decoder stopped", None
+        elif queued >= options.max_queue:
+            status, headers = "busy", {"Retry-After": "1"}
+        else:
+            status, headers = "ok", None
         body = {
-            "status": "ok" if ok else "decoder stopped",
+            "status": status,
+            "ready": status == "ok",
             "model": info,
+            "model_id": model_id,
             "search": search_info(worker.base_search.beam_size),
             "limits": dataclasses.asdict(options),
-            "queued": worker.queued,
+            "queued": queued,
             "stats": dataclasses.asdict(worker.snapshot()),
         }
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503, headers=headers)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
     return app
+
+
+def serve(app: FastAPI, options: ServeOptions, host: str, port: int, access_log: bool) -> None:
+    """Run ``app`` with uvicorn until SIGINT / SIGTERM, with the options' connection deadlines."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=deadline_protocol(options.request_timeout_s),
+        timeout_keep_alive=options.keep_alive_s,
+        log_config=None,
+        access_log=access_log,
+    )

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
-import random
+import re
 import shutil
 import signal
 import socket
@@ -32,11 +32,18 @@ from nmt.decoding.search import SearchConfig
 from nmt.decoding.translator import Translator
 from nmt.errors import ConfigError
 from nmt.models import build_model
-from nmt.serving.server import ApiError, DecodingWorker, ServeOptions, TranslateRequest, create_app
+from nmt.serving.server import ApiError, DecodingWorker, ServeOptions, TranslateRequest, create_app, model_digest
 
-LOAD_CLIENTS = 16
-LOAD_SECONDS = 10.0  # how long the load test runs
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import serve_load  # noqa: E402
+
+free_port = serve_load.free_port
+
+LOAD_CLIENTS = 8
+LOAD_SECONDS = 5.0  # how long the load test runs
 BATCH_WAIT_MS = 20  # the test server's max_batch_wait_ms
+REQUEST_TIMEOUT_S = 2  # the test server's request_timeout_s
+SLOW_CLIENTS = 50
 CHROME_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -48,12 +55,6 @@ CHROME_FLAGS = [
     "--disable-sync",
     "--window-size=1100,1500",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_up(url: str, alive: Callable[[], bool], describe: Callable[[], str], timeout: float = 120.0) -> None:
@@ -71,8 +72,15 @@ def wait_until_up(url: str, alive: Callable[[], bool], describe: Callable[[], st
     pytest.fail(f"the server was not up after {timeout:.0f} s:\n{describe()}")
 
 
+@dataclasses.dataclass
+class Served:
+    url: str
+    pid: int
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``nmt-serve`` (its Hydra entry point, as the console script runs it) on a free loopback port."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
@@ -85,18 +93,24 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         f"port={port}",
     ]
     cmd += ["threads=1", "device=cpu", f"max_batch_wait_ms={BATCH_WAIT_MS}", "access_log=false"]
+    cmd += [f"request_timeout_s={REQUEST_TIMEOUT_S}"]
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, lambda: proc.poll() is None, log_path.read_text)
-        yield url
+        yield Served(url, proc.pid, log_path)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     # uvicorn shuts down gracefully (the decoding thread stops), then re-raises SIGTERM
     assert code in (0, -signal.SIGTERM), log_path.read_text()
     assert "Application shutdown complete" in log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(served: Served) -> str:
+    return served.url
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +129,7 @@ def post(url: str, body: object, client: httpx.Client | None = None) -> httpx.Re
     return (client or httpx).post(f"{url}/translate", json=body, timeout=60)
 
 
-def test_translations_equal_the_translators_in_order(server, translator, expected):
+def test_translations_equal_the_translators_in_order(server, translator, expected, tiny_checkpoint):
     de, en = read_pairs("train", 4)
     lines = [de[2], "", "   ", de[0], de[1], de[3]]
     r = post(server, {"text": lines})
@@ -133,7 +147,8 @@ def test_translations_equal_the_translators_in_order(server, translator, expecte
     assert beam2["search"]["beam_size"] == 2
     assert beam2["translations"] == dataclasses.replace(translator, search=SearchConfig(beam_size=2)).translate(lines)
     health = httpx.get(f"{server}/health").json()
-    assert health["status"] == "ok" and health["model"] == info
+    assert health["status"] == "ok" and health["ready"] is True and health["model"] == info
+    assert health["model_id"] == model_digest([tiny_checkpoint])
     assert health["limits"]["max_lines"] == 64 and health["limits"]["max_batch_wait_ms"] == BATCH_WAIT_MS
 
 
@@ -263,62 +278,203 @@ def test_a_line_longer_than_the_model_encodes_is_refused(translator, expected, m
     assert [item["translation"] for item in results[1]] == translator.translate([short])
 
 
-def test_load_16_clients(server, expected, tmp_path):
-    """16 clients post for LOAD_SECONDS, each its own sentences in a random order: no errors, every answer
-    is the translation of its request; prints (and writes to serve_load.json) latency and throughput."""
-    sentences = list(expected)
-    per_client = len(sentences) // LOAD_CLIENTS
-    latencies: list[float] = []
-    errors: list[str] = []
-    lines_done = [0] * LOAD_CLIENTS
+def test_load_8_clients(server, expected):
+    """LOAD_CLIENTS clients post random requests for LOAD_SECONDS (scripts/serve_load.py's clients): no
+    errors, every answer the translation of its request; prints latency and throughput."""
     before = httpx.get(f"{server}/health").json()["stats"]
-    stop_at = time.monotonic() + LOAD_SECONDS
-
-    def client(k: int) -> None:
-        rng = random.Random(k)
-        own = sentences[k * per_client : (k + 1) * per_client]
-        with httpx.Client(timeout=60) as c:
-            while time.monotonic() < stop_at:
-                lines = rng.sample(own, rng.randint(1, len(own)))
-                t0 = time.perf_counter()
-                try:
-                    r = post(server, {"text": lines}, c)
-                except httpx.HTTPError as e:
-                    errors.append(f"client {k}: {type(e).__name__}: {e}")
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200 or r.json()["translations"] != [expected[s] for s in lines]:
-                    errors.append(f"client {k}: {r.status_code} {r.text[:200]}")
-                lines_done[k] += len(lines)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(LOAD_CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    load = serve_load.run_load(
+        server, LOAD_CLIENTS, LOAD_SECONDS, list(expected), 8, lambda lines, out: out == [expected[s] for s in lines]
+    )
     after = httpx.get(f"{server}/health").json()["stats"]
-    assert not errors, errors[:5]
-    assert all(lines_done), lines_done
-    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+    assert not load.errors, load.errors[:5]
+    summary = load.summary()
+    print(f"\nnmt-serve load test, {LOAD_CLIENTS} clients, {os.cpu_count()} cores: {json.dumps(summary)}")
     calls = after["decode_calls"] - before["decode_calls"]
     requests = after["requests"] - before["requests"]
-    result = {
-        "clients": LOAD_CLIENTS,
-        "seconds": round(elapsed, 1),
-        "requests": len(latencies),
-        "sentences": sum(lines_done),
-        "p50_ms": round(float(p50), 1),
-        "p95_ms": round(float(p95), 1),
-        "sentences_per_s": round(sum(lines_done) / elapsed, 1),
-        "requests_per_decode_call": round(requests / calls, 2),
-        "cpu_cores": os.cpu_count(),
-    }
-    out = tmp_path / "serve_load.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nnmt-serve load test: {json.dumps(result)} (written to {out})")
-    assert requests == len(latencies) and calls < requests  # under load the decoder batches requests
+    assert requests == summary["requests"] > LOAD_CLIENTS
+    assert calls < requests  # under load the decoder batches requests
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line and headers, body) of one response: Content-Length bytes, or up to the connection's end."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    while length is None or len(body) < int(length.group(1)):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
+def closed_by_server(sockets: list[socket.socket], within: float) -> int:
+    """How many of ``sockets`` the server closes (end of stream, or a reset) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    open_ = list(sockets)
+    while open_ and time.monotonic() < deadline:
+        for sock in list(open_):
+            sock.settimeout(0.05)
+            try:
+                if sock.recv(4096) == b"":
+                    open_.remove(sock)
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                open_.remove(sock)
+    return len(sockets) - len(open_)
+
+
+def process_counts(pid: int) -> tuple[int, int]:
+    """(threads, open file descriptors) of a process."""
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+POST_HEAD = b"POST /translate HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+
+
+def test_slow_and_idle_connections_are_closed_while_others_are_served(served, expected):
+    """SLOW_CLIENTS connections, half silent and half sending headers a few bytes at a time, do not delay a
+    normal client, and the server closes every one of them once REQUEST_TIMEOUT_S has passed."""
+    threads, fds = process_counts(served.pid)
+    slow = [connect(served.url) for _ in range(SLOW_CLIENTS)]
+    try:
+        for sock in slow[::2]:
+            sock.sendall(POST_HEAD[:20])
+        sentence = next(iter(expected))
+        t0 = time.monotonic()
+        assert post(served.url, {"text": [sentence]}).json()["translations"] == [expected[sentence]]
+        assert time.monotonic() - t0 < REQUEST_TIMEOUT_S
+        for sock in slow[::2]:
+            sock.sendall(POST_HEAD[20:30])  # still trickling: the deadline is not reset by bytes
+        assert closed_by_server(slow, REQUEST_TIMEOUT_S + 10) == SLOW_CLIENTS
+    finally:
+        for sock in slow:
+            sock.close()
+    time.sleep(0.5)
+    assert process_counts(served.pid) == (threads, fds)
+
+
+def test_a_body_that_stops_coming_is_dropped_and_an_oversized_one_refused_at_once(served):
+    """A body that stalls half way, and one declared over max_body_bytes that keeps coming after its 413:
+    both connections are closed at REQUEST_TIMEOUT_S. Headers over h11's 16 KiB get a 400 at once."""
+    with connect(served.url) as sock:
+        sock.sendall(POST_HEAD + b"X-Filler: " + b"x" * 100_000)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 400 ")
+    stalled, oversized = connect(served.url), connect(served.url)
+    try:
+        stalled.sendall(POST_HEAD + b'Content-Length: 1000\r\n\r\n{"text": ["Ein')
+        oversized.sendall(POST_HEAD + b"Content-Length: 100000000\r\n\r\n")
+        head, body = read_response(oversized)
+        assert head.startswith(b"HTTP/1.1 413 ") and b"max_body_bytes" in body
+        oversized.sendall(b"x" * 100_000)
+        assert closed_by_server([stalled, oversized], REQUEST_TIMEOUT_S + 10) == 2
+    finally:
+        stalled.close()
+        oversized.close()
+
+
+def test_clients_that_disconnect_mid_request_leave_no_trace(served, expected):
+    """Clients that hang up half way through their body, or before reading their answer: the next client is
+    served, the server's threads and open files are as before and its log shows no error."""
+    threads, fds = process_counts(served.pid)
+    body = json.dumps({"text": list(expected)[:4]}).encode()
+    for _ in range(10):
+        with connect(served.url) as sock:
+            sock.sendall(POST_HEAD + b"Content-Length: 1000\r\n\r\n" + body[:20])
+        with connect(served.url) as sock:
+            sock.sendall(POST_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    sentence = next(iter(expected))
+    assert post(served.url, {"text": [sentence]}).json()["translations"] == [expected[sentence]]
+    time.sleep(0.5)
+    assert process_counts(served.pid) == (threads, fds)
+    log = served.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+
+
+def test_a_request_whose_client_left_is_not_decoded(translator, expected):
+    """Three requests queued; the second's client goes before the decoder starts: two are decoded."""
+    sentences = list(expected)
+    requests = [TranslateRequest([s], 1, False) for s in sentences[:3]]
+    worker = DecodingWorker(dataclasses.replace(translator), ServeOptions())
+
+    async def decode_all() -> list:
+        pending = [asyncio.ensure_future(worker.translate(r)) for r in requests]
+        await asyncio.sleep(0)  # every request is queued
+        pending[1].cancel()
+        worker.start()
+        try:
+            return await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            await asyncio.to_thread(worker.stop)
+
+    results = asyncio.run(decode_all())
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert [results[0][0]["translation"], results[2][0]["translation"]] == [expected[s] for s in sentences[0:3:2]]
+    assert worker.stats.requests == 2
+
+
+class InThreadServer:
+    """``create_app`` under uvicorn in a thread of the test process, on a free loopback port."""
+
+    def __init__(self, translator: Translator, options: ServeOptions) -> None:
+        config = uvicorn.Config(
+            create_app(translator, options), host="127.0.0.1", port=free_port(), log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{config.port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        wait_until_up(self.url, self.thread.is_alive, lambda: "uvicorn.Server thread ended")
+        return self.url
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def test_health_says_busy_while_the_queue_is_full(translator, expected, monkeypatch):
+    """max_queue=1, the decoder held inside a call: one request decoding and one waiting make /health 503
+    "busy" (a load balancer sends traffic elsewhere); once they are answered it is 200 "ok" again."""
+    decoding, release = threading.Event(), threading.Event()
+    busy = dataclasses.replace(translator)
+    decode = busy.translate_ids
+
+    def held(*args, **kwargs):
+        decoding.set()
+        release.wait(timeout=60)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(busy, "translate_ids", held)
+    sentences = list(expected)[:2]
+    answers: list[httpx.Response] = []
+    with InThreadServer(busy, ServeOptions(max_queue=1, max_batch_wait_ms=0)) as url:
+        clients = [threading.Thread(target=lambda s=s: answers.append(post(url, {"text": [s]}))) for s in sentences]
+        try:
+            clients[0].start()
+            assert decoding.wait(timeout=30)
+            clients[1].start()
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/health").json()["queued"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            health = httpx.get(f"{url}/health")
+        finally:
+            release.set()
+        for client in clients:
+            client.join()
+        assert health.status_code == 503 and health.headers["retry-after"] == "1"
+        assert health.json()["status"] == "busy" and health.json()["ready"] is False
+        assert sorted(r.json()["translations"][0] for r in answers) == sorted(expected[s] for s in sentences)
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
 def test_model_without_attention_says_so(translator, expected):
@@ -328,14 +484,7 @@ def test_model_without_attention_says_so(translator, expected):
     model = build_model(cfg.model, len(src), len(tgt), shared_vocab=False).eval()
     train_config = {**translator.config, "name": "random_rnnencdec", "model": OmegaConf.to_container(cfg.model)}
     rnn = Translator(model, src, tgt, SearchConfig(beam_size=1, max_len_a=0, max_len_b=5), config=train_config)
-    port = free_port()
-    config = uvicorn.Config(create_app(rnn, ServeOptions()), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, thread.is_alive, lambda: "uvicorn.Server thread ended")
+    with InThreadServer(rnn, ServeOptions()) as url:
         lines = [next(iter(expected)), ""]
         body = post(url, {"text": lines, "attention": True}).json()
         assert body["translations"] == rnn.translate(lines)
@@ -343,9 +492,6 @@ def test_model_without_attention_says_so(translator, expected):
         assert body["attention"] is None
         assert body["attention_unavailable"].startswith("rnnencdec has no attention to show")
         assert httpx.get(f"{url}/health").json()["model"]["attention"] is False
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_options_are_checked():
@@ -353,6 +499,8 @@ def test_options_are_checked():
         ServeOptions(max_lines=0)
     with pytest.raises(ConfigError, match="max_batch_wait_ms=-1"):
         ServeOptions(max_batch_wait_ms=-1)
+    with pytest.raises(ConfigError, match="request_timeout_s=0: must be > 0"):
+        ServeOptions(request_timeout_s=0)
 
 
 def test_cli_reports_bad_options(tiny_checkpoint):
