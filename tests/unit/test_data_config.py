@@ -5,11 +5,13 @@ saved (before later options existed) still loads for nmt-evaluate and nmt-transl
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import typing
 
 import pytest
 import yaml
 from conftest import compose_train, is_comparison
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nmt.data.config import DataConfig, TokenizerConfig
@@ -109,3 +111,19 @@ def test_a_data_config_saved_by_the_first_version_still_loads():
     assert (old.max_words, old.num_proc, old.tokenizer.pretokenize, old.root) == (None, None, "none", "/elsewhere/data")
     assert moses_languages(saved["data"]) == (None, None)
     assert dataclasses.replace(old, root=now.data.root, source="auto") == DataConfig.from_cfg(now.data)
+
+
+def test_the_readmes_language_pair_example_is_a_valid_data_config(tmp_path):
+    """The README's "Adding a language pair" config, saved as the user would save it, composes into the typed
+    data config with the values it sets and custom.yaml's defaults for the rest."""
+    readme = (CONFIG_DIR.parent / "README.md").read_text()
+    example = readme.split("# configs/data/news_en_zh.yaml\n")[1].split("```")[0]
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "data" / "news_en_zh.yaml").write_text(example)
+    with initialize_config_dir(str(configs), version_base="1.3"):
+        typed = DataConfig.from_cfg(compose("train", overrides=["data=news_en_zh"]).data)
+    assert (typed.name, typed.src_lang, typed.tgt_lang, typed.source) == ("news_en_zh", "en", "zh", "auto")
+    assert typed.hub.path == "wmt/wmt19" and typed.hub.splits == {"train": "train", "valid": "validation"}
+    assert not typed.test_splits and typed.tokenizer.character_coverage == 0.9995
+    assert typed.max_len == _data("custom").max_len
