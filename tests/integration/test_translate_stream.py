@@ -88,12 +88,21 @@ def test_output_closed_early_ends_quietly(model, tmp_path):
     assert proc.returncode == 0 and err == b"", err.decode()
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT to its default action in the child, whatever this process inherited: a suite started in the
+    background (``cmd &``, nohup) ignores SIGINT, and so would the command, which Python then leaves ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_leaves_complete_lines_of_the_full_output(model, tmp_path):
     src, out = tmp_path / "in.de", tmp_path / "out.en"
     text = short_lines(200_000)
     src.write_text(text, encoding="utf-8")
     proc = subprocess.Popen(
-        translate_cmd(model, src, f"output={out}", "chunk_lines=500"), stderr=subprocess.PIPE, env=ENV
+        translate_cmd(model, src, f"output={out}", "chunk_lines=500"),
+        stderr=subprocess.PIPE,
+        env=ENV,
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     try:
         deadline = time.monotonic() + 120
