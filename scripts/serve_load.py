@@ -116,6 +116,20 @@ def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def healthy_within(url: str, alive: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``url``/health until it answers 200 (True), the server stops being ``alive()`` or ``timeout``
+    seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def start_server(
     checkpoint: str, overrides: list[str], env: dict[str, str], log_path: Path
 ) -> tuple[subprocess.Popen, str]:
@@ -126,14 +140,8 @@ def start_server(
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
+    if healthy_within(url, lambda: proc.poll() is None, 300):
+        return proc, url
     proc.kill()
     sys.exit(f"serve_load.py: error: nmt-serve did not come up; its log:\n{log_path.read_text()}")
 

@@ -59,16 +59,10 @@ CHROME_FLAGS = [
 
 def wait_until_up(url: str, alive: Callable[[], bool], describe: Callable[[], str], timeout: float = 120.0) -> None:
     """Poll ``url``/health until it answers 200; fail with ``describe()`` if ``alive()`` turns false."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            pytest.fail(f"the server stopped before it was up:\n{describe()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+    if serve_load.healthy_within(url, alive, timeout):
+        return
+    if not alive():
+        pytest.fail(f"the server stopped before it was up:\n{describe()}")
     pytest.fail(f"the server was not up after {timeout:.0f} s:\n{describe()}")
 
 
