@@ -125,7 +125,10 @@ def check_length_claims(c: DictConfig) -> None:
 
 def is_finished(spec: RunSpec) -> bool:
     """True if the run directory holds a finished run of exactly this config (results.json), whose test
-    translations were decoded with this config's search and evaluation settings, every test split."""
+    translations were decoded with this config's search and evaluation settings, every test split.
+
+    results.json must describe the newest checkpoint: a run that finished, was continued under other
+    settings (a higher epoch cap) and stopped before finishing again keeps the earlier results.json."""
     results_file = spec.run_dir / "results.json"
     if not results_file.is_file():
         return False
@@ -137,6 +140,8 @@ def is_finished(spec: RunSpec) -> bool:
     if computed_settings(saved) != computed_settings(settings):
         return False
     results = json.loads(results_file.read_text())
+    if results.get("steps") != found[1]["trainer"]["step"]:
+        return False
     decoded = all(results.get(k) == settings[k] for k in ("search", "eval"))
     return decoded and all(split in results.get("test", {}) for split in spec.cfg.data.test_splits)
 

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_MODELS, read_pairs, write_split
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -24,6 +25,7 @@ from nmt.experiments.kept_rows import fingerprint, load_row, row_folder
 from nmt.experiments.report import Row, length_claims, row_claims, shared_setting
 from nmt.experiments.report import TestSet as SplitText  # (not a test class)
 from nmt.paths import CONFIG_DIR
+from nmt.training.checkpoint import latest_checkpoint
 
 SPLITS = ["test2016", "test2017"]
 SEEDS = [1, 2]
@@ -232,6 +234,21 @@ def test_rerun_reuses_kept_rows(
         # Nor does a changed search setting reuse a row: its translations were decoded otherwise.
         cfg = _compare_config(data_root, cache_dir, compared, ["search.length_penalty=0.3"])
         assert len(collect_rows(compose_runs(cfg), compared / "report")[1]) == 4
+
+
+def test_a_finished_run_continued_and_stopped_is_not_finished(
+    compared: Path, data_root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """A run finished, was continued under a higher cap (new checkpoints, same settings as the comparison
+    now) and stopped before finishing again: its earlier results.json no longer describes it."""
+    shutil.copytree(compared / "runs", tmp_path / "runs")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        spec = compose_runs(_compare_config(data_root, cache_dir, tmp_path))[0]
+    assert is_finished(spec)
+    path, payload = latest_checkpoint(spec.run_dir)
+    payload["trainer"]["step"] += 1
+    torch.save(payload, path.with_name(f"ckpt_{payload['trainer']['step']}.pt"))
+    assert not is_finished(spec)
 
 
 def _new_session(
