@@ -22,14 +22,20 @@ VARIANTS = {
     "rnnsearch": [],
     "rnnsearch-nomaxout": ["model.maxout=false"],
     "rnnencdec": ["trainer.max_steps=400"],
+    # Luong without input feeding (the CPU default) runs the whole target through the LSTM at once; one
+    # variant feeds h~_{t-1} back (Sec. 3.3), which trains step by step and takes several times longer.
     **{
-        f"luong-{score}-global": [f"model.attention.score={score}"]
+        f"luong-{score}-global": [f"model.attention.score={score}", "model.input_feed=false"]
         for score in ("dot", "general", "concat", "location")
     },
-    "luong-general-local_m": ["model.attention.kind=local_m"],
-    "luong-general-local_p": ["model.attention.kind=local_p"],
-    "luong-location-local_p": ["model.attention.kind=local_p", "model.attention.score=location"],
-    "luong-general-global-nofeed": ["model.input_feed=false"],
+    "luong-general-local_m": ["model.attention.kind=local_m", "model.input_feed=false"],
+    "luong-general-local_p": ["model.attention.kind=local_p", "model.input_feed=false"],
+    "luong-location-local_p": [
+        "model.attention.kind=local_p",
+        "model.attention.score=location",
+        "model.input_feed=false",
+    ],
+    "luong-general-local_p-feed": ["model.attention.kind=local_p", "model.input_feed=true"],
 }
 
 
