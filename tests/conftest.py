@@ -220,9 +220,24 @@ def full_disk_after(files: int) -> Callable[[str, str], BinaryIO]:
     opened = itertools.count()
 
     def open_checkpoint(path: str, mode: str) -> BinaryIO:
+        if not Path(path).name.endswith(".pt.tmp"):  # the run's logs: not counted, written
+            return open(path, mode)
         return open(path, mode) if next(opened) < files else FullDisk(path, mode)
 
     return open_checkpoint
+
+
+def full_disk_for(name: str) -> Callable[[str, str], BinaryIO]:
+    """An ``open`` for nmt.training.checkpoint under which every file whose name contains ``name`` meets a
+    full disk (and every other file is written)."""
+
+    class NoRoom(FullDisk):
+        room = 0
+
+    def open_file(path: str, mode: str) -> BinaryIO:
+        return NoRoom(path, mode) if name in Path(path).name else open(path, mode)
+
+    return open_file
 
 
 # The model configs whose values the model dataclasses used to default to (the papers' sizes): tests that

@@ -86,6 +86,25 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         ) from None
 
 
+def write_run_file(path: str | Path, text: str, append: bool = False) -> None:
+    """Write (or with ``append``, add to) one of a run's text files (metrics.json, train_log.jsonl). A
+    rewrite goes through a temp file, so the previous version stays whole; a failed write (a full disk)
+    becomes a CheckpointError that names the file, as a failed checkpoint does."""
+    path = Path(path)
+    target = path if append else path.with_name(f".{path.name}.tmp")
+    try:
+        with open(target, "ab" if append else "wb") as f:
+            f.write(text.encode("utf-8"))
+        if not append:
+            os.replace(target, path)
+    except OSError as e:
+        if not append:
+            target.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write {path}: {e.strerror or e}; the checkpoints written before it are intact"
+        ) from None
+
+
 def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 

@@ -27,7 +27,7 @@ from nmt.decoding.translator import pick_device
 from nmt.errors import ConfigError
 from nmt.evaluation.split_scores import evaluate_set, print_score
 from nmt.models import build_model, model_config
-from nmt.training.checkpoint import evaluation_checkpoint, latest_checkpoint, step_checkpoints
+from nmt.training.checkpoint import evaluation_checkpoint, latest_checkpoint, step_checkpoints, write_run_file
 from nmt.training.config import TrainerConfig
 from nmt.training.distributed import DistContext, barrier, broadcast, init_distributed, shutdown
 from nmt.training.run_config import comparable_config
@@ -150,5 +150,5 @@ def train_and_evaluate(cfg: DictConfig, ctx: DistContext) -> dict[str, Any]:
     if not ctx.is_main:
         return {}
     results = {"parameters": n_params, **evaluate_test_sets(cfg, trainer, run_dir)}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    write_run_file(run_dir / "results.json", json.dumps(results, indent=1))
     return results

@@ -37,7 +37,7 @@ from nmt.decoding.translator import Translator
 from nmt.errors import CheckpointError, ConfigError, NmtError
 from nmt.evaluation.metrics import corpus_bleu
 from nmt.models import Seq2SeqModel
-from nmt.training.checkpoint import prune_checkpoints, save_checkpoint
+from nmt.training.checkpoint import prune_checkpoints, save_checkpoint, write_run_file
 from nmt.training.config import TrainerConfig, plain_number
 from nmt.training.distributed import DistContext, all_reduce_max, all_reduce_sum, broadcast
 from nmt.training.loss import label_smoothed_nll
@@ -229,9 +229,10 @@ class Trainer:
         prune_checkpoints(self.run_dir, self.tcfg.keep_last)
 
     def _on_main_rank(self, write: Callable[[], T]) -> T | None:
-        """``write`` (a checkpoint, a validation with best.pt) on rank 0, while the others wait. A checkpoint
-        that could not be written (a full disk) stops every rank, with the same error: training goes no
-        further than its last checkpoint, and no rank waits for rank 0 in the next collective."""
+        """``write`` (a checkpoint, a validation with best.pt, a line of the training log) on rank 0, while
+        the others wait. A file that could not be written (a full disk) stops every rank, with the same
+        error: training goes no further than its last checkpoint, and no rank waits for rank 0 in the next
+        collective."""
         result, error = None, None
         if self.ctx.is_main:
             try:
@@ -426,7 +427,7 @@ class Trainer:
             for k, v in record.items():
                 if k.startswith("valid_"):
                     self.writer.add_scalar(f"valid/{k[6:]}", v, self.state.step)
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.state.history, indent=1))
+        write_run_file(self.run_dir / "metrics.json", json.dumps(self.state.history, indent=1))
         return record
 
     def _improves(self, score: float) -> bool:
@@ -541,19 +542,17 @@ class Trainer:
         if self.writer:
             self.writer.add_scalar("train/nll", loss, step)
             self.writer.add_scalar("train/tokens_per_s", rate, step)
-        if self.ctx.is_main:
-            record = {
-                "step": step,
-                "epoch": self.state.epoch,
-                "nll": loss,
-                "lr": lr,
-                "tgt_tokens": w.tokens,
-                "seconds": seconds,
-                "tgt_tokens_per_s": rate,
-                "elapsed_min": self.state.elapsed / 60,
-            }
-            with open(self.run_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        record = {
+            "step": step,
+            "epoch": self.state.epoch,
+            "nll": loss,
+            "lr": lr,
+            "tgt_tokens": w.tokens,
+            "seconds": seconds,
+            "tgt_tokens_per_s": rate,
+            "elapsed_min": self.state.elapsed / 60,
+        }
+        self._on_main_rank(lambda: write_run_file(self.run_dir / TRAIN_LOG, json.dumps(record) + "\n", append=True))
         self._window = _Window()
 
     def _validate_and_save(self) -> None:

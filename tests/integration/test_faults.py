@@ -4,6 +4,7 @@ stops with one line that says so, and the rerun resumes from the last checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -118,3 +119,30 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(tiny_root
     run(compose_train(overrides))  # the rerun, in this process
     assert "resumed at step 1" in caplog.text
     assert load_checkpoint(step_checkpoints(tmp_path)[0])["trainer"]["step"] == 2
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "train_log.jsonl"])
+def test_a_full_disk_under_the_run_logs_stops_with_one_line_and_the_rerun_resumes(
+    name, tiny_root, cache_dir, tmp_path, caplog
+):
+    """The validation record (metrics.json) and the training log (train_log.jsonl) meet the full disk as a
+    checkpoint does: one line naming the file, exit 2, the earlier files whole, and a rerun resumes."""
+    extra = ["trainer.max_tokens=500", "trainer.max_steps=2", "trainer.validate_every=1", "trainer.log_every=1"]
+    overrides = subprocess_overrides(tiny_root, cache_dir, tmp_path, *extra)
+    env = {**ENV, "PYTHONPATH": str(Path(__file__).parents[1])}
+    script = FULL_DISK_TRAIN.replace("full_disk_after(2)", f"full_disk_for({name!r})").replace(
+        "import full_disk_after", "import full_disk_for"
+    )
+    full = subprocess.run([sys.executable, "-c", script, *overrides], env=env, capture_output=True, timeout=300)
+    errors = [line for line in full.stderr.decode().splitlines() if "error" in line.lower()]
+    assert full.returncode == 2 and len(errors) == 1, full.stderr.decode()[-3000:]
+    assert errors[0] == (
+        f"nmt-train: error: could not write {tmp_path / name}: No space left on device; the checkpoints written "
+        "before it are intact; free some space (or lower trainer.keep_last) and rerun the same command to resume"
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    caplog.set_level("INFO")
+    run(compose_train(overrides))  # the rerun, in this process, on a disk with room again
+    assert "resumed at step" in caplog.text or "step 2" in caplog.text
+    assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()][-1] == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())[-1]["step"] == 2
