@@ -120,14 +120,21 @@ def compose_train(overrides: list[str]) -> DictConfig:
         return compose("train", overrides=overrides)
 
 
-def tiny_overrides(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> list[str]:
-    """The overrides of :func:`tiny_config` (also for runs in a subprocess)."""
+def _tiny_data(root: Path, cache: Path, run_dir: Path) -> list[str]:
+    """The data, cache and run directory of a tiny run, with a 400-piece BPE vocabulary."""
     return [
         f"data.root={root}",
         f"data.cache_dir={cache}",
         f"run_dir={run_dir}",
         "data.tokenizer.vocab_size=400",
         "data.tokenizer.model_type=bpe",
+    ]
+
+
+def tiny_overrides(root: Path, cache: Path, run_dir: Path, model: str, extra: list[str] | None = None) -> list[str]:
+    """The overrides of :func:`tiny_config` (also for runs in a subprocess)."""
+    return [
+        *_tiny_data(root, cache, run_dir),
         "trainer.max_tokens=2000",
         "trainer.optimizer.lr=3e-3",
         "trainer.scheduler.kind=constant",
@@ -159,11 +166,7 @@ def subprocess_overrides(root: Path, cache: Path, run_dir: Path, *extra: str) ->
     """Command-line overrides for a tiny 1+1-layer Transformer run in a subprocess (no validation, no
     test decoding); ``extra`` adds or overrides options."""
     return [
-        f"data.root={root}",
-        f"data.cache_dir={cache}",
-        f"run_dir={run_dir}",
-        "data.tokenizer.vocab_size=400",
-        "data.tokenizer.model_type=bpe",
+        *_tiny_data(root, cache, run_dir),
         "model.d_model=64",
         "model.ff_dim=128",
         "model.encoder_layers=1",
