@@ -128,16 +128,19 @@ def _runs(comparison: str) -> list:
         return compose_runs(compose("compare", overrides=[f"experiment={comparison}"]))
 
 
+def _model_and_warmup(spec) -> tuple[str, int]:
+    return str(spec.cfg.model.name), int(spec.cfg.trainer.scheduler.warmup)
+
+
 def test_the_learning_rate_grid_covers_every_model_of_the_tables():
     """Each architecture's learning rate is chosen on valid by lr_grid_multi30k: every model config a
     comparison table trains (model name, with its warm-up) is in the grid at three or more peak rates."""
     grid: dict[tuple[str, int], set[float]] = {}
     for spec in _runs("lr_grid_multi30k"):
-        key = (str(spec.cfg.model.name), int(spec.cfg.trainer.scheduler.warmup))
-        grid.setdefault(key, set()).add(float(spec.cfg.trainer.optimizer.lr))
+        grid.setdefault(_model_and_warmup(spec), set()).add(float(spec.cfg.trainer.optimizer.lr))
     assert all(len(rates) >= 3 for rates in grid.values()), grid
     for comparison in [c for c in COMPARISONS if c not in ONE_SEED]:
         for spec in _runs(comparison):
-            key = (str(spec.cfg.model.name), int(spec.cfg.trainer.scheduler.warmup))
+            key = _model_and_warmup(spec)
             assert key in grid, f"{comparison} {spec.name}: {key} is not in lr_grid_multi30k"
             assert float(spec.cfg.trainer.optimizer.lr) in grid[key], (comparison, spec.name)
