@@ -23,6 +23,7 @@ from nmt.paths import CONFIG_DIR, REPO_ROOT
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ["HF_HUB_OFFLINE"] = "1"  # data.source=auto falls back to the hub: tests never reach out (nor wait)
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")  # a subprocess killed by a signal (a rank aborting) prints its stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -202,7 +203,7 @@ def torchrun_many(
         os.killpg(proc.pid, signal.SIGKILL)  # the ranks too, not only torchrun
         out, err = proc.communicate()
         pytest.fail(f"the ranks were still running after {timeout} s:\n{out.decode()[-3000:]}\n{err.decode()[-3000:]}")
-    assert (proc.returncode != 0) == fails, out.decode()[-3000:] + err.decode()[-4000:]
+    assert (proc.returncode != 0) == fails, out.decode()[-3000:] + err.decode()[-8000:]
     return out.decode()
 
 
