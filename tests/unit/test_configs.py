@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import is_comparison
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from nmt.data.corpus import split_names
 from nmt.decoding.search import SearchConfig
-from nmt.experiments.compare import compose_runs
+from nmt.experiments.compare import RunSpec, compose_runs
 from nmt.experiments.kept_rows import fingerprint
 from nmt.models import model_config
 from nmt.paths import CONFIG_DIR
@@ -99,13 +99,18 @@ ONE_SEED = {"lr_grid_multi30k"}
 TEST_SPLITS = ["test2016", "test2017", "test2018"]
 
 
+def _composed(comparison: str) -> tuple[DictConfig, list[RunSpec]]:
+    """The ``nmt-compare`` config of ``comparison`` and its runs' specs (composing them needs Hydra's context)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("compare", overrides=[f"experiment={comparison}"])
+        return cfg, compose_runs(cfg)
+
+
 @pytest.mark.parametrize("comparison", COMPARISONS)
 def test_every_run_of_a_comparison_composes(comparison):
     """Every run of a comparison composes once per seed, into its own run directory, is tested on all three
     Multi30k test sets, and is a distinct row (no two train the same thing); at least 3 seeds a row."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("compare", overrides=[f"experiment={comparison}"])
-        specs = compose_runs(cfg)
+    cfg, specs = _composed(comparison)
     c = cfg.compare
     seeds = list(c.seeds)
     if comparison in ONE_SEED:  # no interval from one seed: such a comparison may claim nothing
@@ -123,11 +128,6 @@ def test_every_run_of_a_comparison_composes(comparison):
     assert len({fingerprint(s.cfg) for s in specs}) == len(specs)
 
 
-def _runs(comparison: str) -> list:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose_runs(compose("compare", overrides=[f"experiment={comparison}"]))
-
-
 def _model_and_warmup(spec) -> tuple[str, int]:
     return str(spec.cfg.model.name), int(spec.cfg.trainer.scheduler.warmup)
 
@@ -136,11 +136,11 @@ def test_the_learning_rate_grid_covers_every_model_of_the_tables():
     """Each architecture's learning rate is chosen on valid by lr_grid_multi30k: every model config a
     comparison table trains (model name, with its warm-up) is in the grid at three or more peak rates."""
     grid: dict[tuple[str, int], set[float]] = {}
-    for spec in _runs("lr_grid_multi30k"):
+    for spec in _composed("lr_grid_multi30k")[1]:
         grid.setdefault(_model_and_warmup(spec), set()).add(float(spec.cfg.trainer.optimizer.lr))
     assert all(len(rates) >= 3 for rates in grid.values()), grid
     for comparison in [c for c in COMPARISONS if c not in ONE_SEED]:
-        for spec in _runs(comparison):
+        for spec in _composed(comparison)[1]:
             key = _model_and_warmup(spec)
             assert key in grid, f"{comparison} {spec.name}: {key} is not in lr_grid_multi30k"
             assert float(spec.cfg.trainer.optimizer.lr) in grid[key], (comparison, spec.name)
